@@ -1,0 +1,133 @@
+//! `serve()`: runs one gRPC service on an already-bound listener until a shutdown
+//! future completes, with health, reflection, auth, tracing, metrics and timeouts.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
+
+use crate::auth::TokenSet;
+use crate::metrics::RpcMetrics;
+use crate::rpc_layer::{Readiness, RpcGuardLayer};
+use crate::storage::{Db, DbError, Migrations};
+
+/// Why a service stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Start-up could not finish the database work.
+    #[error(transparent)]
+    Database(#[from] DbError),
+    /// The gRPC server failed.
+    #[error("grpc server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Reflection could not be built from the descriptor set.
+    #[error("cannot build reflection service: {0}")]
+    Reflection(String),
+    /// The server task ended abnormally.
+    #[error("server task failed: {0}")]
+    Task(String),
+}
+
+/// What a service hands to [`serve`].
+pub struct ServiceSpec {
+    /// Fully qualified gRPC service names, reported by health (e.g. `muster.policy.v1.PolicyService`).
+    pub grpc_names: Vec<&'static str>,
+    /// The service's routes (its tonic servers).
+    pub routes: Routes,
+    /// The database it owns and the migrations to run before serving.
+    pub db: Db,
+    /// Its migrations.
+    pub migrations: Migrations,
+}
+
+/// Settings every service serves with.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Accepted bearer tokens.
+    pub tokens: TokenSet,
+    /// Longest time one RPC may run.
+    pub request_timeout: Duration,
+    /// Where RPC metrics go.
+    pub metrics: RpcMetrics,
+}
+
+/// Serves `spec` on `listener` until `shutdown` completes, then lets in-flight calls
+/// finish. Health reports NOT_SERVING, and other calls get UNAVAILABLE, until the
+/// migrations are done; a failed migration stops the server and is returned.
+pub async fn serve(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    spec: ServiceSpec,
+    options: ServeOptions,
+) -> Result<(), ServeError> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_service_status("", ServingStatus::NotServing).await;
+    for name in &spec.grpc_names {
+        reporter.set_service_status(*name, ServingStatus::NotServing).await;
+    }
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(muster_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let routes = spec.routes.add_service(health).add_service(reflection);
+    let readiness = Readiness::new();
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let stop = async move {
+        tokio::select! {
+            _ = shutdown => {}
+            _ = stop_rx.changed() => {}
+        }
+    };
+    let server = tonic::transport::Server::builder()
+        // The server enforces this deadline (or the client's shorter grpc-timeout) on every call.
+        .timeout(options.request_timeout)
+        .layer(RpcGuardLayer::new(options.tokens, readiness.clone(), options.metrics))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop);
+    let server = tokio::spawn(server);
+
+    if let Err(e) = spec.db.migrate(spec.migrations).await {
+        tracing::error!(error = %e, "start-up failed");
+        let _ = stop_tx.send(true);
+        let _ = server.await;
+        return Err(e.into());
+    }
+    readiness.set_ready();
+    reporter.set_service_status("", ServingStatus::Serving).await;
+    for name in &spec.grpc_names {
+        reporter.set_service_status(*name, ServingStatus::Serving).await;
+    }
+    tracing::info!(services = ?spec.grpc_names, database = spec.db.target(), "serving");
+    match server.await {
+        Ok(result) => result.map_err(ServeError::from),
+        Err(e) => Err(ServeError::Task(e.to_string())),
+    }
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutdown requested: finishing in-flight calls");
+}
