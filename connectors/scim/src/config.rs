@@ -45,17 +45,11 @@ impl Default for ScimConfig {
 impl ScimConfig {
     /// The defaults with this base URL.
     pub fn with_base_url(base_url: impl Into<String>) -> Self {
-        ScimConfig {
-            base_url: base_url.into(),
-            ..Default::default()
-        }
+        ScimConfig { base_url: base_url.into(), ..Default::default() }
     }
 
     /// The base URL for one directory, without a trailing slash.
     pub fn base_url_for(&self, directory: &str) -> String {
-        self.base_url
-            .replace("{directory_id}", directory)
-            .trim_end_matches('/')
-            .to_string()
+        self.base_url.replace("{directory_id}", directory).trim_end_matches('/').to_string()
     }
 }

@@ -89,10 +89,7 @@ pub enum ScimError {
 impl ScimError {
     /// A 400 with `scimType`.
     pub fn bad(scim_type: ScimType, detail: impl Into<String>) -> Self {
-        ScimError::BadRequest {
-            scim_type,
-            detail: detail.into(),
-        }
+        ScimError::BadRequest { scim_type, detail: detail.into() }
     }
 
     /// 400 `invalidFilter`.
@@ -161,12 +158,10 @@ impl From<StoreError> for ScimError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => ScimError::NotFound("resource not found".into()),
-            StoreError::UserNameTaken => {
-                ScimError::Conflict("userName is already taken in this directory".into())
+            StoreError::UserNameTaken => ScimError::Conflict("userName is already taken in this directory".into()),
+            StoreError::VersionMismatch => {
+                ScimError::PreconditionFailed("resource changed since it was read (version mismatch)".into())
             }
-            StoreError::VersionMismatch => ScimError::PreconditionFailed(
-                "resource changed since it was read (version mismatch)".into(),
-            ),
             StoreError::UnknownMember(id) => {
                 ScimError::invalid_value(format!("member {id:?} is not a user or group of this directory"))
             }
@@ -187,15 +182,9 @@ impl IntoResponse for ScimError {
         let (status, _) = self.status_and_type();
         let body = self.to_json().to_string();
         let mut res = (status, body).into_response();
-        res.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(crate::router::SCIM_CONTENT_TYPE),
-        );
+        res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::router::SCIM_CONTENT_TYPE));
         if status == StatusCode::UNAUTHORIZED {
-            res.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"scim\""),
-            );
+            res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"scim\""));
         }
         res
     }

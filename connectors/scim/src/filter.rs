@@ -38,11 +38,7 @@ pub struct AttrPath {
 impl AttrPath {
     /// An unqualified path to a top-level attribute.
     pub fn new(name: impl Into<String>) -> Self {
-        AttrPath {
-            urn: None,
-            name: name.into(),
-            sub: None,
-        }
+        AttrPath { urn: None, name: name.into(), sub: None }
     }
 
     /// Same path with a sub-attribute.
@@ -74,21 +70,14 @@ impl AttrPath {
         {
             return Err(format!("invalid sub-attribute name {sub:?}"));
         }
-        Ok(AttrPath {
-            urn,
-            name: name.to_string(),
-            sub: sub.map(str::to_string),
-        })
+        Ok(AttrPath { urn, name: name.to_string(), sub: sub.map(str::to_string) })
     }
 
     /// Is this path the attribute `name` (no sub-attribute, core schema)?
     pub fn is(&self, kind: ResourceKind, name: &str) -> bool {
         self.sub.is_none()
             && self.name.eq_ignore_ascii_case(name)
-            && self
-                .urn
-                .as_deref()
-                .is_none_or(|u| u.eq_ignore_ascii_case(kind.core_urn()))
+            && self.urn.as_deref().is_none_or(|u| u.eq_ignore_ascii_case(kind.core_urn()))
     }
 }
 
@@ -173,10 +162,7 @@ impl CompareOp {
     }
 
     fn is_ordering(self) -> bool {
-        matches!(
-            self,
-            CompareOp::Gt | CompareOp::Ge | CompareOp::Lt | CompareOp::Le
-        )
+        matches!(self, CompareOp::Gt | CompareOp::Ge | CompareOp::Lt | CompareOp::Le)
     }
 }
 
@@ -199,9 +185,7 @@ impl fmt::Display for CompValue {
             CompValue::Null => f.write_str("null"),
             CompValue::Bool(b) => write!(f, "{b}"),
             CompValue::Number(n) => write!(f, "{n}"),
-            CompValue::String(s) => {
-                f.write_str(&serde_json::to_string(s).map_err(|_| fmt::Error)?)
-            }
+            CompValue::String(s) => f.write_str(&serde_json::to_string(s).map_err(|_| fmt::Error)?),
         }
     }
 }
@@ -227,11 +211,7 @@ impl ScimFilter {
     /// Parses a filter expression. Errors are `400 invalidFilter`.
     pub fn parse(input: &str) -> Result<ScimFilter, ScimError> {
         let tokens = lex(input).map_err(ScimError::invalid_filter)?;
-        let mut p = Parser {
-            tokens,
-            pos: 0,
-            terms: 0,
-        };
+        let mut p = Parser { tokens, pos: 0, terms: 0 };
         let f = p.filter(0, false).map_err(ScimError::invalid_filter)?;
         if p.pos != p.tokens.len() {
             return Err(ScimError::invalid_filter(format!(
@@ -245,11 +225,7 @@ impl ScimFilter {
     /// Parses the filter inside a PATCH value path (`members[value eq "x"]`).
     pub(crate) fn parse_value_filter(input: &str) -> Result<ScimFilter, String> {
         let tokens = lex(input)?;
-        let mut p = Parser {
-            tokens,
-            pos: 0,
-            terms: 0,
-        };
+        let mut p = Parser { tokens, pos: 0, terms: 0 };
         let f = p.filter(1, true)?;
         if p.pos != p.tokens.len() {
             return Err(format!("unexpected {} in value filter", p.tokens[p.pos]));
@@ -293,20 +269,13 @@ impl ScimFilter {
             ScimFilter::Compare(path, op, value) => {
                 if op.is_ordering() {
                     if matches!(value, CompValue::Bool(_) | CompValue::Null) {
-                        return Err(ScimError::invalid_filter(format!(
-                            "{} cannot compare with {value}",
-                            op.as_str()
-                        )));
+                        return Err(ScimError::invalid_filter(format!("{} cannot compare with {value}", op.as_str())));
                     }
                     let def = match parent {
-                        Some(p) => kind
-                            .attribute(p.urn.as_deref(), &p.name)
-                            .and_then(|d| d.sub(&path.name)),
-                        None => kind.attribute(path.urn.as_deref(), &path.name).and_then(|d| {
-                            match &path.sub {
-                                Some(s) => d.sub(s),
-                                None => Some(d),
-                            }
+                        Some(p) => kind.attribute(p.urn.as_deref(), &p.name).and_then(|d| d.sub(&path.name)),
+                        None => kind.attribute(path.urn.as_deref(), &path.name).and_then(|d| match &path.sub {
+                            Some(s) => d.sub(s),
+                            None => Some(d),
                         }),
                     };
                     if let Some(def) = def
@@ -315,11 +284,7 @@ impl ScimFilter {
                         return Err(ScimError::invalid_filter(format!(
                             "{} is not defined for {path}, a {} attribute",
                             op.as_str(),
-                            if def.ty == AttrType::Boolean {
-                                "boolean"
-                            } else {
-                                "binary"
-                            }
+                            if def.ty == AttrType::Boolean { "boolean" } else { "binary" }
                         )));
                     }
                 }
@@ -373,13 +338,9 @@ impl ScimFilter {
         match self {
             ScimFilter::Present(p) | ScimFilter::Compare(p, _, _) => {
                 p.name.eq_ignore_ascii_case(name)
-                    && p.urn
-                        .as_deref()
-                        .is_none_or(|u| u.eq_ignore_ascii_case(kind.core_urn()))
+                    && p.urn.as_deref().is_none_or(|u| u.eq_ignore_ascii_case(kind.core_urn()))
             }
-            ScimFilter::And(a, b) | ScimFilter::Or(a, b) => {
-                a.mentions(kind, name) || b.mentions(kind, name)
-            }
+            ScimFilter::And(a, b) | ScimFilter::Or(a, b) => a.mentions(kind, name) || b.mentions(kind, name),
             ScimFilter::Not(a) => a.mentions(kind, name),
             ScimFilter::ValuePath(p, _) => p.is(kind, name),
         }
@@ -417,11 +378,7 @@ impl fmt::Display for ScimFilter {
             }
             ScimFilter::Or(a, b) => {
                 write!(f, "{a} or ")?;
-                if matches!(**b, ScimFilter::Or(..)) {
-                    write!(f, "({b})")
-                } else {
-                    write!(f, "{b}")
-                }
+                if matches!(**b, ScimFilter::Or(..)) { write!(f, "({b})") } else { write!(f, "{b}") }
             }
             ScimFilter::Not(a) => write!(f, "not ({a})"),
             ScimFilter::ValuePath(p, inner) => write!(f, "{p}[{inner}]"),
@@ -489,27 +446,20 @@ fn lex(input: &str) -> Result<Vec<Token>, String> {
                         Some(_) => i += 1,
                     }
                 }
-                let raw = input
-                    .get(start..=i)
-                    .ok_or_else(|| "unterminated string in filter".to_string())?;
-                let s: String = serde_json::from_str(raw)
-                    .map_err(|e| format!("invalid string {raw} in filter: {e}"))?;
+                let raw = input.get(start..=i).ok_or_else(|| "unterminated string in filter".to_string())?;
+                let s: String =
+                    serde_json::from_str(raw).map_err(|e| format!("invalid string {raw} in filter: {e}"))?;
                 tokens.push(Token::Str(s));
                 i += 1;
             }
             _ => {
                 let start = i;
                 while i < bytes.len()
-                    && !matches!(
-                        bytes[i],
-                        b' ' | b'\t' | b'\r' | b'\n' | b'(' | b')' | b'[' | b']' | b'"'
-                    )
+                    && !matches!(bytes[i], b' ' | b'\t' | b'\r' | b'\n' | b'(' | b')' | b'[' | b']' | b'"')
                 {
                     i += 1;
                 }
-                let word = input
-                    .get(start..i)
-                    .ok_or_else(|| "invalid character in filter".to_string())?;
+                let word = input.get(start..i).ok_or_else(|| "invalid character in filter".to_string())?;
                 tokens.push(Token::Word(word.to_string()));
             }
         }
@@ -567,9 +517,7 @@ impl Parser {
         if depth > MAX_DEPTH {
             return Err(format!("filter nests deeper than {MAX_DEPTH} levels"));
         }
-        if self.peek_keyword("not")
-            && matches!(self.tokens.get(self.pos + 1), Some(Token::LParen))
-        {
+        if self.peek_keyword("not") && matches!(self.tokens.get(self.pos + 1), Some(Token::LParen)) {
             self.pos += 1;
             let inner = self.unary(depth + 1, in_value_path)?;
             return Ok(ScimFilter::Not(Box::new(inner)));
@@ -589,12 +537,7 @@ impl Parser {
         }
     }
 
-    fn attr_expr(
-        &mut self,
-        word: &str,
-        depth: usize,
-        in_value_path: bool,
-    ) -> Result<ScimFilter, String> {
+    fn attr_expr(&mut self, word: &str, depth: usize, in_value_path: bool) -> Result<ScimFilter, String> {
         self.terms += 1;
         if self.terms > MAX_TERMS {
             return Err(format!("filter has more than {MAX_TERMS} terms"));
@@ -624,17 +567,12 @@ impl Parser {
                 }
                 self.pos += 1;
                 let tail = self.comparison(AttrPath::new(sub))?;
-                return Ok(ScimFilter::ValuePath(
-                    path,
-                    Box::new(ScimFilter::And(Box::new(inner), Box::new(tail))),
-                ));
+                return Ok(ScimFilter::ValuePath(path, Box::new(ScimFilter::And(Box::new(inner), Box::new(tail)))));
             }
             return Ok(ScimFilter::ValuePath(path, Box::new(inner)));
         }
         if in_value_path && (path.urn.is_some() || path.sub.is_some()) {
-            return Err(format!(
-                "{path}: inside a value filter, name a sub-attribute only"
-            ));
+            return Err(format!("{path}: inside a value filter, name a sub-attribute only"));
         }
         self.comparison(path)
     }
@@ -678,11 +616,7 @@ fn word_value(w: &str) -> CompValue {
 
 /// Case-insensitive key lookup: exact first, then any case.
 pub(crate) fn get_ci<'a>(obj: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a Value> {
-    obj.get(key).or_else(|| {
-        obj.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v)
-    })
+    obj.get(key).or_else(|| obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v))
 }
 
 /// The object holding the attribute: the resource, or its extension object.
@@ -704,9 +638,7 @@ fn eval(f: &ScimFilter, resource: &Value, kind: ResourceKind, parent: Option<&At
         ScimFilter::And(a, b) => eval(a, resource, kind, parent) && eval(b, resource, kind, parent),
         ScimFilter::Or(a, b) => eval(a, resource, kind, parent) || eval(b, resource, kind, parent),
         ScimFilter::Not(a) => !eval(a, resource, kind, parent),
-        ScimFilter::Present(path) => candidates(resource, kind, path, parent)
-            .iter()
-            .any(|v| is_present(v)),
+        ScimFilter::Present(path) => candidates(resource, kind, path, parent).iter().any(|v| is_present(v)),
         ScimFilter::Compare(path, op, lit) => {
             let values = candidates(resource, kind, path, parent);
             let case_exact = match parent {
@@ -716,9 +648,7 @@ fn eval(f: &ScimFilter, resource: &Value, kind: ResourceKind, parent: Option<&At
             match (op, lit) {
                 (CompareOp::Eq, CompValue::Null) => !values.iter().any(|v| is_present(v)),
                 (CompareOp::Ne, CompValue::Null) => values.iter().any(|v| is_present(v)),
-                (CompareOp::Ne, _) => !values
-                    .iter()
-                    .any(|v| compare(CompareOp::Eq, v, lit, case_exact)),
+                (CompareOp::Ne, _) => !values.iter().any(|v| compare(CompareOp::Eq, v, lit, case_exact)),
                 _ => values.iter().any(|v| compare(*op, v, lit, case_exact)),
             }
         }
@@ -727,9 +657,7 @@ fn eval(f: &ScimFilter, resource: &Value, kind: ResourceKind, parent: Option<&At
                 return false;
             };
             match get_ci(obj, &attr.name) {
-                Some(Value::Array(items)) => items
-                    .iter()
-                    .any(|item| eval(inner, item, kind, Some(attr))),
+                Some(Value::Array(items)) => items.iter().any(|item| eval(inner, item, kind, Some(attr))),
                 Some(v @ Value::Object(_)) => eval(inner, v, kind, Some(attr)),
                 _ => false,
             }
@@ -755,11 +683,7 @@ fn candidates<'a>(
     let Some(top) = top else {
         return out;
     };
-    let sub = if parent.is_some() {
-        None
-    } else {
-        path.sub.as_deref()
-    };
+    let sub = if parent.is_some() { None } else { path.sub.as_deref() };
     let mut push = |v: &'a Value| match (sub, v) {
         (Some(sub), Value::Object(o)) => {
             if let Some(x) = get_ci(o, sub) {
@@ -792,11 +716,7 @@ fn is_present(v: &Value) -> bool {
 }
 
 fn fold(s: &str, case_exact: bool) -> std::borrow::Cow<'_, str> {
-    if case_exact {
-        std::borrow::Cow::Borrowed(s)
-    } else {
-        std::borrow::Cow::Owned(s.to_lowercase())
-    }
+    if case_exact { std::borrow::Cow::Borrowed(s) } else { std::borrow::Cow::Owned(s.to_lowercase()) }
 }
 
 fn ordering_matches(op: CompareOp, ord: Ordering) -> bool {
@@ -813,10 +733,7 @@ fn ordering_matches(op: CompareOp, ord: Ordering) -> bool {
 
 fn compare_strings(op: CompareOp, attr: &str, lit: &str, case_exact: bool) -> bool {
     if !matches!(op, CompareOp::Co | CompareOp::Sw | CompareOp::Ew)
-        && let (Ok(a), Ok(b)) = (
-            chrono::DateTime::parse_from_rfc3339(attr),
-            chrono::DateTime::parse_from_rfc3339(lit),
-        )
+        && let (Ok(a), Ok(b)) = (chrono::DateTime::parse_from_rfc3339(attr), chrono::DateTime::parse_from_rfc3339(lit))
     {
         return ordering_matches(op, a.cmp(&b));
     }
@@ -833,9 +750,7 @@ fn compare_strings(op: CompareOp, attr: &str, lit: &str, case_exact: bool) -> bo
 fn compare(op: CompareOp, attr: &Value, lit: &CompValue, case_exact: bool) -> bool {
     match (attr, lit) {
         (Value::String(a), CompValue::String(b)) => compare_strings(op, a, b, case_exact),
-        (Value::String(a), CompValue::Number(n)) => {
-            compare_strings(op, a, &n.to_string(), case_exact)
-        }
+        (Value::String(a), CompValue::Number(n)) => compare_strings(op, a, &n.to_string(), case_exact),
         (Value::Number(a), CompValue::Number(b)) => match (a.as_f64(), b.as_f64()) {
             (Some(x), Some(y)) => x.partial_cmp(&y).is_some_and(|o| ordering_matches(op, o)),
             _ => false,
@@ -863,13 +778,10 @@ pub fn sort_cmp(a: Option<&Value>, b: Option<&Value>, case_exact: bool) -> Order
         (None, None) => Ordering::Equal,
         (None, Some(_)) => Ordering::Greater,
         (Some(_), None) => Ordering::Less,
-        (Some(Value::String(x)), Some(Value::String(y))) => {
-            fold(x, case_exact).cmp(&fold(y, case_exact))
+        (Some(Value::String(x)), Some(Value::String(y))) => fold(x, case_exact).cmp(&fold(y, case_exact)),
+        (Some(Value::Number(x)), Some(Value::Number(y))) => {
+            x.as_f64().partial_cmp(&y.as_f64()).unwrap_or(Ordering::Equal)
         }
-        (Some(Value::Number(x)), Some(Value::Number(y))) => x
-            .as_f64()
-            .partial_cmp(&y.as_f64())
-            .unwrap_or(Ordering::Equal),
         (Some(Value::Bool(x)), Some(Value::Bool(y))) => x.cmp(y),
         (Some(x), Some(y)) => x.to_string().cmp(&y.to_string()),
     }
@@ -884,10 +796,8 @@ pub fn sort_value<'a>(resource: &'a Value, kind: ResourceKind, path: &AttrPath) 
     let pick = |o: &'a serde_json::Map<String, Value>| get_ci(o, path.sub.as_deref().unwrap_or("value"));
     match v {
         Value::Array(items) => {
-            let primary = items
-                .iter()
-                .find(|i| i.get("primary") == Some(&Value::Bool(true)))
-                .or_else(|| items.first())?;
+            let primary =
+                items.iter().find(|i| i.get("primary") == Some(&Value::Bool(true))).or_else(|| items.first())?;
             primary.as_object().and_then(pick).or(Some(primary))
         }
         Value::Object(o) => pick(o),
@@ -924,9 +834,7 @@ mod tests {
     }
 
     fn m(f: &str) -> bool {
-        ScimFilter::parse(f)
-            .unwrap_or_else(|e| panic!("{f}: {e}"))
-            .matches(&user(), ResourceKind::User)
+        ScimFilter::parse(f).unwrap_or_else(|e| panic!("{f}: {e}")).matches(&user(), ResourceKind::User)
     }
 
     #[test]
@@ -942,15 +850,11 @@ mod tests {
         assert!(!m(r#"meta.lastModified lt "2011-05-13T04:42:34Z""#));
         assert!(m(r#"title pr and userType eq null"#));
         assert!(m(r#"title pr or userType eq "Intern""#));
-        assert!(m(
-            r#"userType eq "Employee" or (emails co "example.com" or emails.value co "example.org")"#
-        ));
+        assert!(m(r#"userType eq "Employee" or (emails co "example.com" or emails.value co "example.org")"#));
         assert!(m(r#"userType ne "Employee" and not (emails co "example.org")"#));
         assert!(m(r#"emails[type eq "work" and value co "@example.com"]"#));
         assert!(!m(r#"emails[type eq "home" and value co "@example.com"]"#));
-        assert!(m(
-            r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber eq "701984""#
-        ));
+        assert!(m(r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber eq "701984""#));
         assert!(m(
             r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value eq "26118915-6090-4610-87e4-49d8ca9f808d""#
         ));
@@ -996,10 +900,7 @@ mod tests {
         ] {
             let r = ScimFilter::parse(bad).and_then(|f| f.validate(ResourceKind::User));
             match r {
-                Err(ScimError::BadRequest {
-                    scim_type: crate::error::ScimType::InvalidFilter,
-                    ..
-                }) => {}
+                Err(ScimError::BadRequest { scim_type: crate::error::ScimType::InvalidFilter, .. }) => {}
                 other => panic!("{bad:?} gave {other:?}"),
             }
         }
@@ -1024,16 +925,12 @@ mod tests {
             Just("active".to_string()),
             "[a-zA-Z][a-zA-Z0-9_-]{0,8}",
         ]
-        .prop_filter("keywords are not names", |s| {
-            !["and", "or", "not"].contains(&s.to_ascii_lowercase().as_str())
-        })
+        .prop_filter("keywords are not names", |s| !["and", "or", "not"].contains(&s.to_ascii_lowercase().as_str()))
     }
 
     fn arb_path() -> impl Strategy<Value = AttrPath> {
         (
-            prop::option::of(Just(
-                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User".to_string(),
-            )),
+            prop::option::of(Just("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User".to_string())),
             arb_name(),
             prop::option::of(arb_name()),
         )
@@ -1064,11 +961,8 @@ mod tests {
     }
 
     fn arb_leaf(in_vp: bool) -> BoxedStrategy<ScimFilter> {
-        let path: BoxedStrategy<AttrPath> = if in_vp {
-            arb_name().prop_map(AttrPath::new).boxed()
-        } else {
-            arb_path().boxed()
-        };
+        let path: BoxedStrategy<AttrPath> =
+            if in_vp { arb_name().prop_map(AttrPath::new).boxed() } else { arb_path().boxed() };
         prop_oneof![
             path.clone().prop_map(ScimFilter::Present),
             (path, arb_op(), arb_value()).prop_map(|(p, o, v)| ScimFilter::Compare(p, o, v)),
@@ -1079,10 +973,8 @@ mod tests {
     fn arb_tree(leaf: BoxedStrategy<ScimFilter>) -> BoxedStrategy<ScimFilter> {
         leaf.prop_recursive(4, 24, 2, |inner| {
             prop_oneof![
-                (inner.clone(), inner.clone())
-                    .prop_map(|(a, b)| ScimFilter::And(Box::new(a), Box::new(b))),
-                (inner.clone(), inner.clone())
-                    .prop_map(|(a, b)| ScimFilter::Or(Box::new(a), Box::new(b))),
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| ScimFilter::And(Box::new(a), Box::new(b))),
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| ScimFilter::Or(Box::new(a), Box::new(b))),
                 inner.prop_map(|a| ScimFilter::Not(Box::new(a))),
             ]
         })

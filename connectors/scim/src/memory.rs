@@ -14,8 +14,8 @@ use tokio::sync::RwLock;
 use crate::filter::{sort_cmp, sort_value};
 use crate::schema::ResourceKind;
 use crate::store::{
-    DirectoryStore, GroupData, GroupRecord, GroupRef, GroupUpdate, ListQuery, Member, MemberKind,
-    Meta, NewMember, Page, StoreError, TokenHash, UserData, UserRecord,
+    DirectoryStore, GroupData, GroupRecord, GroupRef, GroupUpdate, ListQuery, Member, MemberKind, Meta, NewMember,
+    Page, StoreError, TokenHash, UserData, UserRecord,
 };
 
 /// The in-memory store. Cheap to create; share it in an `Arc`.
@@ -73,10 +73,7 @@ impl Directory {
     fn resolve_members(&self, members: &[NewMember]) -> Result<Vec<MemberKind>, StoreError> {
         members
             .iter()
-            .map(|m| {
-                self.kind_of(&m.value)
-                    .ok_or_else(|| StoreError::UnknownMember(m.value.clone()))
-            })
+            .map(|m| self.kind_of(&m.value).ok_or_else(|| StoreError::UnknownMember(m.value.clone())))
             .collect()
     }
 
@@ -89,18 +86,8 @@ impl Directory {
 
     fn add_member(&mut self, group_id: &str, m: NewMember, kind: MemberKind) {
         if let Some(g) = self.groups.get_mut(group_id) {
-            self.memberships
-                .entry(m.value.clone())
-                .or_default()
-                .insert(group_id.to_string());
-            g.members.insert(
-                m.value.clone(),
-                Member {
-                    value: m.value,
-                    kind,
-                    display: m.display,
-                },
-            );
+            self.memberships.entry(m.value.clone()).or_default().insert(group_id.to_string());
+            g.members.insert(m.value.clone(), Member { value: m.value, kind, display: m.display });
         }
     }
 
@@ -127,19 +114,9 @@ impl Directory {
     /// Adds a member to groups, bumping each group's version.
     fn join(&mut self, member_id: &str, kind: MemberKind, group_ids: &[String]) {
         for gid in group_ids {
-            let already = self
-                .groups
-                .get(gid)
-                .is_some_and(|g| g.members.contains_key(member_id));
+            let already = self.groups.get(gid).is_some_and(|g| g.members.contains_key(member_id));
             if !already {
-                self.add_member(
-                    gid,
-                    NewMember {
-                        value: member_id.to_string(),
-                        display: None,
-                    },
-                    kind,
-                );
+                self.add_member(gid, NewMember { value: member_id.to_string(), display: None }, kind);
                 self.touch_group(gid);
             }
         }
@@ -175,15 +152,8 @@ fn check_version(meta: &Meta, expected: Option<&str>) -> Result<(), StoreError> 
 fn paginate<T>(mut items: Vec<T>, query: &ListQuery) -> Page<T> {
     let total_results = items.len();
     let start = query.start_index.max(1) - 1;
-    let items = if start >= items.len() {
-        Vec::new()
-    } else {
-        items.drain(start..).take(query.count).collect()
-    };
-    Page {
-        total_results,
-        items,
-    }
+    let items = if start >= items.len() { Vec::new() } else { items.drain(start..).take(query.count).collect() };
+    Page { total_results, items }
 }
 
 impl MemoryDirectoryStore {
@@ -199,13 +169,17 @@ impl MemoryDirectoryStore {
         s.directories.entry(directory.to_string()).or_default();
     }
 
+    /// The id of the user with this userName (for tests).
+    pub async fn find_user_by_user_name_for_test(&self, directory: &str, user_name: &str) -> Option<String> {
+        let s = self.state.read().await;
+        let d = s.directories.get(directory)?;
+        d.user_names.get(&user_name.to_lowercase()).cloned()
+    }
+
     /// How many members a group has (for tests and benchmarks).
     pub async fn member_count(&self, directory: &str, group_id: &str) -> usize {
         let s = self.state.read().await;
-        s.directories
-            .get(directory)
-            .and_then(|d| d.groups.get(group_id))
-            .map_or(0, |g| g.members.len())
+        s.directories.get(directory).and_then(|d| d.groups.get(group_id)).map_or(0, |g| g.members.len())
     }
 }
 
@@ -237,15 +211,10 @@ impl DirectoryStore for MemoryDirectoryStore {
         let now = Utc::now();
         let record = UserRecord {
             id: id.clone(),
-            meta: Meta {
-                created: now,
-                last_modified: now,
-                version: d.next_version(),
-            },
+            meta: Meta { created: now, last_modified: now, version: d.next_version() },
             data,
         };
-        d.user_names
-            .insert(record.data.user_name.to_lowercase(), id.clone());
+        d.user_names.insert(record.data.user_name.to_lowercase(), id.clone());
         d.users.insert(id.clone(), record.clone());
         d.join(&id, MemberKind::User, join_groups);
         Ok(record)
@@ -253,24 +222,14 @@ impl DirectoryStore for MemoryDirectoryStore {
 
     async fn get_user(&self, directory: &str, id: &str) -> Result<Option<UserRecord>, StoreError> {
         let s = self.state.read().await;
-        Ok(s.directories
-            .get(directory)
-            .and_then(|d| d.users.get(id))
-            .cloned())
+        Ok(s.directories.get(directory).and_then(|d| d.users.get(id)).cloned())
     }
 
-    async fn find_user_by_user_name(
-        &self,
-        directory: &str,
-        user_name: &str,
-    ) -> Result<Option<UserRecord>, StoreError> {
+    async fn find_user_by_user_name(&self, directory: &str, user_name: &str) -> Result<Option<UserRecord>, StoreError> {
         let s = self.state.read().await;
-        Ok(s.directories.get(directory).and_then(|d| {
-            d.user_names
-                .get(&user_name.to_lowercase())
-                .and_then(|id| d.users.get(id))
-                .cloned()
-        }))
+        Ok(s.directories
+            .get(directory)
+            .and_then(|d| d.user_names.get(&user_name.to_lowercase()).and_then(|id| d.users.get(id)).cloned()))
     }
 
     async fn replace_user(
@@ -297,18 +256,12 @@ impl DirectoryStore for MemoryDirectoryStore {
         user.meta.last_modified = Utc::now();
         let record = user.clone();
         d.user_names.remove(&old_name);
-        d.user_names
-            .insert(record.data.user_name.to_lowercase(), id.to_string());
+        d.user_names.insert(record.data.user_name.to_lowercase(), id.to_string());
         d.join(id, MemberKind::User, join_groups);
         Ok(record)
     }
 
-    async fn delete_user(
-        &self,
-        directory: &str,
-        id: &str,
-        expected_version: Option<&str>,
-    ) -> Result<(), StoreError> {
+    async fn delete_user(&self, directory: &str, id: &str, expected_version: Option<&str>) -> Result<(), StoreError> {
         let mut s = self.state.write().await;
         let d = s.directories.get_mut(directory).ok_or(StoreError::NotFound)?;
         let current = d.users.get(id).ok_or(StoreError::NotFound)?;
@@ -320,33 +273,19 @@ impl DirectoryStore for MemoryDirectoryStore {
         Ok(())
     }
 
-    async fn list_users(
-        &self,
-        directory: &str,
-        query: &ListQuery,
-    ) -> Result<Page<UserRecord>, StoreError> {
+    async fn list_users(&self, directory: &str, query: &ListQuery) -> Result<Page<UserRecord>, StoreError> {
         let s = self.state.read().await;
         let Some(d) = s.directories.get(directory) else {
-            return Ok(Page {
-                total_results: 0,
-                items: Vec::new(),
-            });
+            return Ok(Page { total_results: 0, items: Vec::new() });
         };
         let kind = ResourceKind::User;
         // Indexed path, as a database would: `userName eq "x"`.
-        let indexed = query.filter.as_ref().and_then(|f| {
-            f.as_string_eq()
-                .filter(|(p, _)| p.is(kind, "userName"))
-                .map(|(_, v)| v.to_lowercase())
-        });
-        let needs_groups = query
+        let indexed = query
             .filter
             .as_ref()
-            .is_some_and(|f| f.mentions(kind, "groups"))
-            || query
-                .sort
-                .as_ref()
-                .is_some_and(|s| s.by.name.eq_ignore_ascii_case("groups"));
+            .and_then(|f| f.as_string_eq().filter(|(p, _)| p.is(kind, "userName")).map(|(_, v)| v.to_lowercase()));
+        let needs_groups = query.filter.as_ref().is_some_and(|f| f.mentions(kind, "groups"))
+            || query.sort.as_ref().is_some_and(|s| s.by.name.eq_ignore_ascii_case("groups"));
         let render = |u: &UserRecord| {
             let groups: Option<Vec<GroupRef>> = needs_groups.then(|| {
                 d.memberships
@@ -354,30 +293,18 @@ impl DirectoryStore for MemoryDirectoryStore {
                     .into_iter()
                     .flatten()
                     .filter_map(|g| d.groups.get(g))
-                    .map(|g| GroupRef {
-                        id: g.record.id.clone(),
-                        display_name: g.record.data.display_name.clone(),
-                    })
+                    .map(|g| GroupRef { id: g.record.id.clone(), display_name: g.record.data.display_name.clone() })
                     .collect()
             });
             u.to_scim_json(None, groups.as_deref())
         };
         let candidates: Vec<&UserRecord> = match &indexed {
-            Some(name) => d
-                .user_names
-                .get(name)
-                .and_then(|id| d.users.get(id))
-                .into_iter()
-                .collect(),
+            Some(name) => d.user_names.get(name).and_then(|id| d.users.get(id)).into_iter().collect(),
             None => d.users.values().collect(),
         };
         let mut matched: Vec<(&UserRecord, Option<serde_json::Value>)> = Vec::new();
         for u in candidates {
-            let json = if query.filter.is_some() || query.sort.is_some() {
-                Some(render(u))
-            } else {
-                None
-            };
+            let json = if query.filter.is_some() || query.sort.is_some() { Some(render(u)) } else { None };
             let keep = match (&query.filter, &json) {
                 (Some(f), Some(j)) => f.matches(j, kind),
                 _ => true,
@@ -396,10 +323,7 @@ impl DirectoryStore for MemoryDirectoryStore {
             });
         }
         let page = paginate(matched, query);
-        Ok(Page {
-            total_results: page.total_results,
-            items: page.items.into_iter().map(|(u, _)| u.clone()).collect(),
-        })
+        Ok(Page { total_results: page.total_results, items: page.items.into_iter().map(|(u, _)| u.clone()).collect() })
     }
 
     async fn groups_of_users(
@@ -419,10 +343,7 @@ impl DirectoryStore for MemoryDirectoryStore {
                 .into_iter()
                 .flatten()
                 .filter_map(|g| d.groups.get(g))
-                .map(|g| GroupRef {
-                    id: g.record.id.clone(),
-                    display_name: g.record.data.display_name.clone(),
-                })
+                .map(|g| GroupRef { id: g.record.id.clone(), display_name: g.record.data.display_name.clone() })
                 .collect();
             if !refs.is_empty() {
                 out.insert(uid.clone(), refs);
@@ -445,20 +366,10 @@ impl DirectoryStore for MemoryDirectoryStore {
         let record = GroupRecord {
             id: id.clone(),
             data,
-            meta: Meta {
-                created: now,
-                last_modified: now,
-                version: d.next_version(),
-            },
+            meta: Meta { created: now, last_modified: now, version: d.next_version() },
             members: None,
         };
-        d.groups.insert(
-            id.clone(),
-            StoredGroup {
-                record,
-                members: BTreeMap::new(),
-            },
-        );
+        d.groups.insert(id.clone(), StoredGroup { record, members: BTreeMap::new() });
         for (m, k) in members.into_iter().zip(kinds) {
             d.add_member(&id, m, k);
         }
@@ -473,30 +384,16 @@ impl DirectoryStore for MemoryDirectoryStore {
         include_members: bool,
     ) -> Result<Option<GroupRecord>, StoreError> {
         let s = self.state.read().await;
-        Ok(s.directories.get(directory).and_then(|d| {
-            d.groups
-                .get(id)
-                .map(|g| d.group_record(g, include_members))
-        }))
+        Ok(s.directories.get(directory).and_then(|d| d.groups.get(id).map(|g| d.group_record(g, include_members))))
     }
 
-    async fn list_groups(
-        &self,
-        directory: &str,
-        query: &ListQuery,
-    ) -> Result<Page<GroupRecord>, StoreError> {
+    async fn list_groups(&self, directory: &str, query: &ListQuery) -> Result<Page<GroupRecord>, StoreError> {
         let s = self.state.read().await;
         let Some(d) = s.directories.get(directory) else {
-            return Ok(Page {
-                total_results: 0,
-                items: Vec::new(),
-            });
+            return Ok(Page { total_results: 0, items: Vec::new() });
         };
         let kind = ResourceKind::Group;
-        let filter_needs_members = query
-            .filter
-            .as_ref()
-            .is_some_and(|f| f.mentions(kind, "members"));
+        let filter_needs_members = query.filter.as_ref().is_some_and(|f| f.mentions(kind, "members"));
         let mut matched: Vec<(&StoredGroup, Option<serde_json::Value>)> = Vec::new();
         for g in d.groups.values() {
             let json = if query.filter.is_some() || query.sort.is_some() {
@@ -524,11 +421,7 @@ impl DirectoryStore for MemoryDirectoryStore {
         let page = paginate(matched, query);
         Ok(Page {
             total_results: page.total_results,
-            items: page
-                .items
-                .into_iter()
-                .map(|(g, _)| d.group_record(g, query.include_members))
-                .collect(),
+            items: page.items.into_iter().map(|(g, _)| d.group_record(g, query.include_members)).collect(),
         })
     }
 
@@ -556,11 +449,7 @@ impl DirectoryStore for MemoryDirectoryStore {
             g.record.data = data;
         }
         if let (Some(all), Some(kinds)) = (change.replace_all, replace_kinds) {
-            let old: Vec<String> = d
-                .groups
-                .get(id)
-                .map(|g| g.members.keys().cloned().collect())
-                .unwrap_or_default();
+            let old: Vec<String> = d.groups.get(id).map(|g| g.members.keys().cloned().collect()).unwrap_or_default();
             for m in old {
                 d.remove_member(id, &m);
             }
@@ -579,12 +468,7 @@ impl DirectoryStore for MemoryDirectoryStore {
         Ok(d.group_record(g, false))
     }
 
-    async fn delete_group(
-        &self,
-        directory: &str,
-        id: &str,
-        expected_version: Option<&str>,
-    ) -> Result<(), StoreError> {
+    async fn delete_group(&self, directory: &str, id: &str, expected_version: Option<&str>) -> Result<(), StoreError> {
         let mut s = self.state.write().await;
         let d = s.directories.get_mut(directory).ok_or(StoreError::NotFound)?;
         let current = d.groups.get(id).ok_or(StoreError::NotFound)?;
@@ -611,12 +495,7 @@ mod tests {
     use serde_json::Map;
 
     fn user(name: &str) -> UserData {
-        UserData {
-            user_name: name.into(),
-            external_id: None,
-            active: true,
-            attributes: Map::new(),
-        }
+        UserData { user_name: name.into(), external_id: None, active: true, attributes: Map::new() }
     }
 
     #[tokio::test]
@@ -624,10 +503,7 @@ mod tests {
         let s = MemoryDirectoryStore::new();
         let a = s.create_user("A", user("x@y.z"), &[]).await.unwrap();
         assert!(s.get_user("B", &a.id).await.unwrap().is_none());
-        assert_eq!(
-            s.create_user("A", user("X@Y.Z"), &[]).await.unwrap_err(),
-            StoreError::UserNameTaken
-        );
+        assert_eq!(s.create_user("A", user("X@Y.Z"), &[]).await.unwrap_err(), StoreError::UserNameTaken);
         s.create_user("B", user("X@Y.Z"), &[]).await.unwrap();
     }
 
@@ -638,11 +514,7 @@ mod tests {
         let g = s
             .create_group(
                 "A",
-                GroupData {
-                    display_name: "g".into(),
-                    external_id: None,
-                    attributes: Map::new(),
-                },
+                GroupData { display_name: "g".into(), external_id: None, attributes: Map::new() },
                 vec![],
             )
             .await
@@ -657,10 +529,7 @@ mod tests {
                 ..Default::default()
             },
         };
-        assert!(matches!(
-            s.update_group("A", &g.id, None, bad).await,
-            Err(StoreError::UnknownMember(_))
-        ));
+        assert!(matches!(s.update_group("A", &g.id, None, bad).await, Err(StoreError::UnknownMember(_))));
         assert_eq!(s.member_count("A", &g.id).await, 0);
         let stale = g.meta.version.clone();
         let ok = GroupUpdate {
@@ -672,10 +541,7 @@ mod tests {
         };
         let after = s.update_group("A", &g.id, Some(&stale), ok.clone()).await.unwrap();
         assert_ne!(after.meta.version, stale);
-        assert_eq!(
-            s.update_group("A", &g.id, Some(&stale), ok).await.unwrap_err(),
-            StoreError::VersionMismatch
-        );
+        assert_eq!(s.update_group("A", &g.id, Some(&stale), ok).await.unwrap_err(), StoreError::VersionMismatch);
         let groups = s.groups_of_users("A", std::slice::from_ref(&u.id)).await.unwrap();
         assert_eq!(groups[&u.id][0].id, g.id);
         s.delete_user("A", &u.id, None).await.unwrap();

@@ -60,17 +60,11 @@ impl PatchPath {
         let s = s.trim();
         let Some(open) = s.find('[') else {
             let attr = AttrPath::parse(s).map_err(ScimError::invalid_path)?;
-            return Ok(PatchPath {
-                attr,
-                filter: None,
-                filter_sub: None,
-            });
+            return Ok(PatchPath { attr, filter: None, filter_sub: None });
         };
         let attr = AttrPath::parse(&s[..open]).map_err(ScimError::invalid_path)?;
         if attr.sub.is_some() {
-            return Err(ScimError::invalid_path(format!(
-                "{attr} cannot take a value filter"
-            )));
+            return Err(ScimError::invalid_path(format!("{attr} cannot take a value filter")));
         }
         // The closing bracket outside any quoted string.
         let mut close = None;
@@ -96,19 +90,15 @@ impl PatchPath {
         let filter_sub = if rest.is_empty() {
             None
         } else {
-            let sub = rest.strip_prefix('.').ok_or_else(|| {
-                ScimError::invalid_path(format!("unexpected {rest:?} after ']' in {s:?}"))
-            })?;
+            let sub = rest
+                .strip_prefix('.')
+                .ok_or_else(|| ScimError::invalid_path(format!("unexpected {rest:?} after ']' in {s:?}")))?;
             if !valid_attr_name(sub) {
                 return Err(ScimError::invalid_path(format!("invalid sub-attribute {sub:?}")));
             }
             Some(sub.to_string())
         };
-        Ok(PatchPath {
-            attr,
-            filter: Some(filter),
-            filter_sub,
-        })
+        Ok(PatchPath { attr, filter: Some(filter), filter_sub })
     }
 }
 
@@ -130,14 +120,10 @@ pub fn parse_patch_request(body: Value) -> Result<Vec<PatchOperation>, ScimError
     };
     if let Some(schemas) = get_ci(&body, "schemas") {
         let ok = schemas.as_array().is_some_and(|l| {
-            l.iter()
-                .any(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(schema::PATCH_OP_URN)))
+            l.iter().any(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(schema::PATCH_OP_URN)))
         });
         if !ok {
-            return Err(ScimError::invalid_value(format!(
-                "schemas must list {}",
-                schema::PATCH_OP_URN
-            )));
+            return Err(ScimError::invalid_value(format!("schemas must list {}", schema::PATCH_OP_URN)));
         }
     }
     let key = body
@@ -196,9 +182,7 @@ fn parse_operation(op: Value) -> Result<PatchOperation, ScimError> {
                 return Err(ScimError::invalid_syntax("add and replace need a value"));
             }
             if path.is_none() && !matches!(value, Some(Value::Object(_))) {
-                return Err(ScimError::invalid_syntax(
-                    "without a path, the value must be an object of attributes",
-                ));
+                return Err(ScimError::invalid_syntax("without a path, the value must be an object of attributes"));
             }
         }
         PatchOpKind::Remove => {
@@ -221,16 +205,11 @@ fn resolve(kind: ResourceKind, attr: &AttrPath) -> Result<Target, ScimError> {
         None => (None, kind.core_attribute(&attr.name)),
         Some(u) if u.eq_ignore_ascii_case(kind.core_urn()) => (None, kind.core_attribute(&attr.name)),
         Some(u) => match kind.extension(u) {
-            Some((urn, attrs)) => (
-                Some(urn),
-                attrs.iter().find(|a| a.name.eq_ignore_ascii_case(&attr.name)),
-            ),
+            Some((urn, attrs)) => (Some(urn), attrs.iter().find(|a| a.name.eq_ignore_ascii_case(&attr.name))),
             None => return Err(ScimError::invalid_path(format!("unknown schema {u:?}"))),
         },
     };
-    let def = def.ok_or_else(|| {
-        ScimError::invalid_path(format!("{attr} is not an attribute of a {}", kind.name()))
-    })?;
+    let def = def.ok_or_else(|| ScimError::invalid_path(format!("{attr} is not an attribute of a {}", kind.name())))?;
     Ok(Target { ext, def })
 }
 
@@ -241,9 +220,7 @@ fn container<'a>(
     match ext {
         None => Ok(attrs),
         Some(urn) => {
-            let slot = attrs
-                .entry(urn.to_string())
-                .or_insert_with(|| Value::Object(Map::new()));
+            let slot = attrs.entry(urn.to_string()).or_insert_with(|| Value::Object(Map::new()));
             if !slot.is_object() {
                 *slot = Value::Object(Map::new());
             }
@@ -292,9 +269,7 @@ fn apply_operation(
         Some(path) => apply_at(kind, attrs, op.op, &path, op.value),
         None => {
             let Some(Value::Object(values)) = op.value else {
-                return Err(ScimError::invalid_syntax(
-                    "without a path, the value must be an object of attributes",
-                ));
+                return Err(ScimError::invalid_syntax("without a path, the value must be an object of attributes"));
             };
             for (key, value) in values {
                 apply_pathless_key(kind, id, attrs, op.op, &key, value)?;
@@ -329,10 +304,7 @@ fn apply_pathless_key(
         };
         for (k, v) in inner {
             let path = PatchPath {
-                attr: AttrPath {
-                    urn: Some(urn.to_string()),
-                    ..AttrPath::parse(&k).map_err(ScimError::invalid_path)?
-                },
+                attr: AttrPath { urn: Some(urn.to_string()), ..AttrPath::parse(&k).map_err(ScimError::invalid_path)? },
                 filter: None,
                 filter_sub: None,
             };
@@ -382,18 +354,17 @@ fn apply_at(
             )));
         }
         let sub_def = match &path.filter_sub {
-            Some(s) => Some(def.sub(s).ok_or_else(|| {
-                ScimError::invalid_path(format!("{name} has no sub-attribute {s:?}"))
-            })?),
+            Some(s) => {
+                Some(def.sub(s).ok_or_else(|| ScimError::invalid_path(format!("{name} has no sub-attribute {s:?}")))?)
+            }
             None => None,
         };
         return apply_filtered(kind, obj, def, &path.attr, filter, sub_def, op, value);
     }
 
     if let Some(sub) = &path.attr.sub {
-        let sub_def = def
-            .sub(sub)
-            .ok_or_else(|| ScimError::invalid_path(format!("{name} has no sub-attribute {sub:?}")))?;
+        let sub_def =
+            def.sub(sub).ok_or_else(|| ScimError::invalid_path(format!("{name} has no sub-attribute {sub:?}")))?;
         if sub_def.mutability == Mutability::ReadOnly {
             return Err(ScimError::mutability(format!("{name}.{sub} is read-only")));
         }
@@ -430,9 +401,7 @@ fn apply_at(
                     }
                     return Ok(());
                 }
-                let slot = obj
-                    .entry(name.to_string())
-                    .or_insert_with(|| Value::Object(Map::new()));
+                let slot = obj.entry(name.to_string()).or_insert_with(|| Value::Object(Map::new()));
                 if !slot.is_object() {
                     *slot = Value::Object(Map::new());
                 }
@@ -462,9 +431,7 @@ fn apply_at(
             let Some(new) = new else { return Ok(()) };
             match (def.multi_valued, new) {
                 (true, Value::Array(new_items)) => {
-                    let slot = obj
-                        .entry(name.to_string())
-                        .or_insert_with(|| Value::Array(Vec::new()));
+                    let slot = obj.entry(name.to_string()).or_insert_with(|| Value::Array(Vec::new()));
                     if !slot.is_array() {
                         *slot = Value::Array(Vec::new());
                     }
@@ -506,9 +473,7 @@ fn apply_at(
 }
 
 fn merge_into(obj: &mut Map<String, Value>, name: &str, new: Map<String, Value>) {
-    let slot = obj
-        .entry(name.to_string())
-        .or_insert_with(|| Value::Object(Map::new()));
+    let slot = obj.entry(name.to_string()).or_insert_with(|| Value::Object(Map::new()));
     if !slot.is_object() {
         *slot = Value::Object(Map::new());
     }
@@ -538,11 +503,8 @@ fn remove_values(obj: &mut Map<String, Value>, def: &AttributeDef, v: Value) -> 
         Value::Array(items) => items,
         single => vec![single],
     };
-    let case_exact = if def.ty == AttrType::Complex {
-        def.sub("value").is_some_and(|d| d.case_exact)
-    } else {
-        def.case_exact
-    };
+    let case_exact =
+        if def.ty == AttrType::Complex { def.sub("value").is_some_and(|d| d.case_exact) } else { def.case_exact };
     let key = |v: &Value| -> Option<String> {
         let raw = match v {
             Value::Object(o) => get_ci(o, "value")?.as_str()?.to_string(),
@@ -553,10 +515,7 @@ fn remove_values(obj: &mut Map<String, Value>, def: &AttributeDef, v: Value) -> 
     };
     let wanted: BTreeSet<String> = wanted.iter().filter_map(key).collect();
     if wanted.is_empty() {
-        return Err(ScimError::invalid_value(format!(
-            "remove of {} values needs objects with a value",
-            def.name
-        )));
+        return Err(ScimError::invalid_value(format!("remove of {} values needs objects with a value", def.name)));
     }
     if let Some(Value::Array(items)) = obj.get_mut(def.name) {
         items.retain(|i| key(i).is_none_or(|k| !wanted.contains(&k)));
@@ -583,12 +542,8 @@ fn apply_filtered(
         Some(other) => vec![other],
         None => Vec::new(),
     };
-    let matched: Vec<usize> = items
-        .iter()
-        .enumerate()
-        .filter(|(_, i)| filter.matches_element(i, kind, &parent))
-        .map(|(n, _)| n)
-        .collect();
+    let matched: Vec<usize> =
+        items.iter().enumerate().filter(|(_, i)| filter.matches_element(i, kind, &parent)).map(|(n, _)| n).collect();
     let result = (|| {
         match op {
             PatchOpKind::Remove => {
@@ -643,16 +598,18 @@ fn apply_filtered(
                 };
                 if matched.is_empty() {
                     // Upsert when the filter says what the element is.
-                    let Some(eqs) = filter.simple_eqs() else {
-                        return Err(ScimError::no_target(format!(
-                            "no value of {name} matches the filter"
-                        )));
+                    // Only when the filter names a kind of value (`type eq
+                    // "work"`), not the value itself.
+                    let eqs =
+                        filter.simple_eqs().filter(|eqs| !eqs.iter().any(|(k, _)| k.eq_ignore_ascii_case("value")));
+                    let Some(eqs) = eqs else {
+                        return Err(ScimError::no_target(format!("no value of {name} matches the filter")));
                     };
                     let mut element = Map::new();
                     for (k, v) in eqs {
-                        let sd = def.sub(k).ok_or_else(|| {
-                            ScimError::invalid_path(format!("{name} has no sub-attribute {k:?}"))
-                        })?;
+                        let sd = def
+                            .sub(k)
+                            .ok_or_else(|| ScimError::invalid_path(format!("{name} has no sub-attribute {k:?}")))?;
                         element.insert(sd.name.to_string(), Value::String(v.to_string()));
                     }
                     element.extend(patch);
@@ -737,10 +694,7 @@ impl DeltaBuilder {
     }
     fn finish(self) -> MembershipChange {
         match self.replace_all {
-            Some(all) => MembershipChange {
-                replace_all: Some(all.into_values().collect()),
-                ..Default::default()
-            },
+            Some(all) => MembershipChange { replace_all: Some(all.into_values().collect()), ..Default::default() },
             None => MembershipChange {
                 add: self.add.into_values().collect(),
                 remove: self.remove.into_iter().collect(),
@@ -769,11 +723,7 @@ pub fn plan_group_patch(ops: Vec<PatchOperation>) -> Result<GroupPatchPlan, Scim
                 {
                     let member_op = PatchOperation {
                         op: op.op,
-                        path: Some(PatchPath {
-                            attr: AttrPath::new("members"),
-                            filter: None,
-                            filter_sub: None,
-                        }),
+                        path: Some(PatchPath { attr: AttrPath::new("members"), filter: None, filter_sub: None }),
                         value: Some(members),
                     };
                     fast &= plan_member_op(&member_op, &mut delta)?;
@@ -787,11 +737,9 @@ pub fn plan_group_patch(ops: Vec<PatchOperation>) -> Result<GroupPatchPlan, Scim
                     });
                 }
             }
-            Some(p) if p.attr.name.eq_ignore_ascii_case("members")
-                && p.attr
-                    .urn
-                    .as_deref()
-                    .is_none_or(|u| u.eq_ignore_ascii_case(schema::GROUP_URN)) =>
+            Some(p)
+                if p.attr.name.eq_ignore_ascii_case("members")
+                    && p.attr.urn.as_deref().is_none_or(|u| u.eq_ignore_ascii_case(schema::GROUP_URN)) =>
             {
                 if fast {
                     fast = plan_member_op(&op, &mut delta)?;
@@ -921,11 +869,8 @@ mod tests {
         .unwrap();
         assert_eq!(u["emails"][0]["value"], "new@example.com");
         assert_eq!(u["emails"][0]["primary"], true);
-        patch(
-            &mut u,
-            json!({"Operations": [{"op": "remove", "path": "emails[value eq \"NEW@example.com\"]"}]}),
-        )
-        .unwrap();
+        patch(&mut u, json!({"Operations": [{"op": "remove", "path": "emails[value eq \"NEW@example.com\"]"}]}))
+            .unwrap();
         assert!(!u.contains_key("emails"));
     }
 
@@ -938,12 +883,18 @@ mod tests {
             (json!({"Operations": [{"op": "replace", "path": "meta.created", "value": "x"}]}), "mutability"),
             (json!({"Operations": [{"op": "add", "path": "nope", "value": "x"}]}), "invalidPath"),
             (json!({"Operations": [{"op": "add", "path": "emails[type eq", "value": "x"}]}), "invalidPath"),
-            (json!({"Operations": [{"op": "replace", "path": "emails[type co \"x\"].value", "value": "x"}]}), "noTarget"),
+            (
+                json!({"Operations": [{"op": "replace", "path": "emails[type co \"x\"].value", "value": "x"}]}),
+                "noTarget",
+            ),
             (json!({"Operations": [{"op": "replace", "path": "active", "value": "perhaps"}]}), "invalidValue"),
             (json!({"Operations": [{"op": "move", "path": "active"}]}), "invalidSyntax"),
             (json!({"Operations": []}), "invalidValue"),
             (json!({"Operations": [{"op": "add", "path": "userName"}]}), "invalidSyntax"),
-            (json!({"schemas": ["urn:x"], "Operations": [{"op": "add", "path": "title", "value": "x"}]}), "invalidValue"),
+            (
+                json!({"schemas": ["urn:x"], "Operations": [{"op": "add", "path": "title", "value": "x"}]}),
+                "invalidValue",
+            ),
             (json!({"Operations": [{"op": "remove", "path": "userName"}]}), "invalidValue"),
         ];
         for (body, want) in cases {

@@ -28,11 +28,7 @@ pub fn etag_matches(header: &str, version: &str) -> bool {
 
 /// Checks the `schemas` of a request body: each URN must be the resource's
 /// core schema, one of its extensions, or a tolerated URN.
-fn check_schemas(
-    body: &Map<String, Value>,
-    kind: ResourceKind,
-    tolerated: &[String],
-) -> Result<(), ScimError> {
+fn check_schemas(body: &Map<String, Value>, kind: ResourceKind, tolerated: &[String]) -> Result<(), ScimError> {
     let Some(schemas) = get_ci(body, "schemas") else {
         // Tolerated: some clients omit it on PUT; the endpoint says the type.
         return Ok(());
@@ -48,10 +44,7 @@ fn check_schemas(
             || kind.extension(urn).is_some()
             || tolerated.iter().any(|t| t.eq_ignore_ascii_case(urn));
         if !known {
-            return Err(ScimError::invalid_value(format!(
-                "unknown schema {urn:?} for a {} resource",
-                kind.name()
-            )));
+            return Err(ScimError::invalid_value(format!("unknown schema {urn:?} for a {} resource", kind.name())));
         }
     }
     Ok(())
@@ -89,11 +82,7 @@ fn normalize_single(def: &AttributeDef, value: Value) -> Result<Option<Value>, S
         return Ok((!v.is_null()).then_some(v));
     }
     let Value::Object(obj) = value else {
-        return Err(format!(
-            "{} must be an object, got {}",
-            def.name,
-            schema::json_type_name(&value)
-        ));
+        return Err(format!("{} must be an object, got {}", def.name, schema::json_type_name(&value)));
     };
     let mut out = Map::new();
     for (k, v) in obj {
@@ -114,11 +103,7 @@ fn normalize_single(def: &AttributeDef, value: Value) -> Result<Option<Value>, S
 }
 
 /// Normalizes the attributes of an extension object.
-fn normalize_extension(
-    urn: &str,
-    attrs: &'static [AttributeDef],
-    value: Value,
-) -> Result<Option<Value>, ScimError> {
+fn normalize_extension(urn: &str, attrs: &'static [AttributeDef], value: Value) -> Result<Option<Value>, ScimError> {
     let Value::Object(obj) = value else {
         return Err(ScimError::invalid_syntax(format!("{urn} must be an object")));
     };
@@ -144,23 +129,12 @@ struct Normalized {
     members: Option<Vec<NewMember>>,
 }
 
-fn normalize_body(
-    body: Value,
-    kind: ResourceKind,
-    tolerated: &[String],
-) -> Result<Normalized, ScimError> {
+fn normalize_body(body: Value, kind: ResourceKind, tolerated: &[String]) -> Result<Normalized, ScimError> {
     let Value::Object(body) = body else {
-        return Err(ScimError::invalid_syntax(format!(
-            "a {} must be a JSON object",
-            kind.name()
-        )));
+        return Err(ScimError::invalid_syntax(format!("a {} must be a JSON object", kind.name())));
     };
     check_schemas(&body, kind, tolerated)?;
-    let mut out = Normalized {
-        attributes: Map::new(),
-        groups: Vec::new(),
-        members: None,
-    };
+    let mut out = Normalized { attributes: Map::new(), groups: Vec::new(), members: None };
     for (key, value) in body {
         if let Some((urn, attrs)) = kind.extension(&key) {
             if let Some(v) = normalize_extension(urn, attrs, value)? {
@@ -182,10 +156,7 @@ fn normalize_body(
             // Write-only; Muster never authenticates with it.
             "password" => continue,
             "groups" if kind == ResourceKind::User => {
-                out.groups = member_ids(value, "groups")?
-                    .into_iter()
-                    .map(|m| m.value)
-                    .collect();
+                out.groups = member_ids(value, "groups")?.into_iter().map(|m| m.value).collect();
                 continue;
             }
             "members" if kind == ResourceKind::Group => {
@@ -218,20 +189,13 @@ pub(crate) fn member_ids(value: Value, attr: &str) -> Result<Vec<NewMember>, Sci
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         let Value::Object(mut obj) = item else {
-            return Err(ScimError::invalid_value(format!(
-                "each of {attr} must be an object with a value"
-            )));
+            return Err(ScimError::invalid_value(format!("each of {attr} must be an object with a value")));
         };
-        let key = obj
-            .keys()
-            .find(|k| k.eq_ignore_ascii_case("value"))
-            .cloned();
+        let key = obj.keys().find(|k| k.eq_ignore_ascii_case("value")).cloned();
         let value = match key.and_then(|k| obj.remove(&k)) {
             Some(Value::String(s)) if !s.is_empty() => s,
             _ => {
-                return Err(ScimError::invalid_value(format!(
-                    "each of {attr} needs a string value (the id)"
-                )));
+                return Err(ScimError::invalid_value(format!("each of {attr} needs a string value (the id)")));
             }
         };
         let display = obj
@@ -252,10 +216,7 @@ fn take_string(attrs: &mut Map<String, Value>, key: &str) -> Option<String> {
 }
 
 /// A validated user from a POST or PUT body, and the group ids it lists.
-pub fn user_from_body(
-    body: Value,
-    tolerated: &[String],
-) -> Result<(UserData, Vec<String>), ScimError> {
+pub fn user_from_body(body: Value, tolerated: &[String]) -> Result<(UserData, Vec<String>), ScimError> {
     let n = normalize_body(body, ResourceKind::User, tolerated)?;
     Ok((user_from_attributes(n.attributes)?, n.groups))
 }
@@ -273,20 +234,12 @@ pub fn user_from_attributes(mut attrs: Map<String, Value>) -> Result<UserData, S
     for k in ["id", "meta", "schemas", "groups", "password"] {
         attrs.remove(k);
     }
-    Ok(UserData {
-        user_name,
-        external_id,
-        active,
-        attributes: attrs,
-    })
+    Ok(UserData { user_name, external_id, active, attributes: attrs })
 }
 
 /// A validated group from a POST or PUT body, and its members when the body
 /// has `members`.
-pub fn group_from_body(
-    body: Value,
-    tolerated: &[String],
-) -> Result<(GroupData, Option<Vec<NewMember>>), ScimError> {
+pub fn group_from_body(body: Value, tolerated: &[String]) -> Result<(GroupData, Option<Vec<NewMember>>), ScimError> {
     let n = normalize_body(body, ResourceKind::Group, tolerated)?;
     Ok((group_from_attributes(n.attributes)?, n.members))
 }
@@ -300,11 +253,7 @@ pub fn group_from_attributes(mut attrs: Map<String, Value>) -> Result<GroupData,
     for k in ["id", "meta", "schemas", "members"] {
         attrs.remove(k);
     }
-    Ok(GroupData {
-        display_name,
-        external_id,
-        attributes: attrs,
-    })
+    Ok(GroupData { display_name, external_id, attributes: attrs })
 }
 
 fn meta_json(meta: &Meta, kind: ResourceKind, location: Option<String>) -> Value {
@@ -424,11 +373,7 @@ enum Selector {
     Extension(&'static str),
     /// An attribute (in the core schema when `ext` is `None`), optionally
     /// one sub-attribute.
-    Attr {
-        ext: Option<&'static str>,
-        name: String,
-        sub: Option<String>,
-    },
+    Attr { ext: Option<&'static str>, name: String, sub: Option<String> },
 }
 
 /// `attributes` / `excludedAttributes` (RFC 7644 §3.4.2.5).
@@ -453,16 +398,8 @@ impl Projection {
     }
 
     /// From already-split lists (a `.search` body).
-    pub fn from_lists(
-        kind: ResourceKind,
-        attributes: &[String],
-        excluded: &[String],
-    ) -> Result<Projection, ScimError> {
-        Projection::parse(
-            kind,
-            Some(&attributes.join(",")),
-            Some(&excluded.join(",")),
-        )
+    pub fn from_lists(kind: ResourceKind, attributes: &[String], excluded: &[String]) -> Result<Projection, ScimError> {
+        Projection::parse(kind, Some(&attributes.join(",")), Some(&excluded.join(",")))
     }
 
     /// Is nothing asked for?
@@ -477,10 +414,7 @@ impl Projection {
         if !self.include.is_empty() {
             return self.include.iter().any(hit);
         }
-        !self
-            .exclude
-            .iter()
-            .any(|s| hit(s) && matches!(s, Selector::Attr { sub: None, .. }))
+        !self.exclude.iter().any(|s| hit(s) && matches!(s, Selector::Attr { sub: None, .. }))
     }
 
     /// Applies the projection to a rendered resource.
@@ -507,9 +441,7 @@ impl Projection {
                             None => (Some(&*obj), &mut kept),
                             Some(urn) => {
                                 let src = obj.get(*urn).and_then(Value::as_object);
-                                let dst = kept
-                                    .entry((*urn).to_string())
-                                    .or_insert_with(|| Value::Object(Map::new()));
+                                let dst = kept.entry((*urn).to_string()).or_insert_with(|| Value::Object(Map::new()));
                                 match dst.as_object_mut() {
                                     Some(d) => (src, d),
                                     None => continue,
@@ -555,18 +487,11 @@ fn copy_selected(src: &Map<String, Value>, dst: &mut Map<String, Value>, name: &
         }
         Some(sub) => {
             let pick = |o: &Map<String, Value>| -> Map<String, Value> {
-                o.iter()
-                    .filter(|(k, _)| k.as_str() == sub)
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
+                o.iter().filter(|(k, _)| k.as_str() == sub).map(|(k, v)| (k.clone(), v.clone())).collect()
             };
             let new = match v {
                 Value::Object(o) => {
-                    let mut merged = dst
-                        .get(name)
-                        .and_then(Value::as_object)
-                        .cloned()
-                        .unwrap_or_default();
+                    let mut merged = dst.get(name).and_then(Value::as_object).cloned().unwrap_or_default();
                     merged.extend(pick(o));
                     Value::Object(merged)
                 }
@@ -637,16 +562,13 @@ fn parse_selectors(kind: ResourceKind, list: &str) -> Result<Vec<Selector>, Scim
         // Canonical names, so the projection matches the stored keys.
         let def = match ext {
             None => kind.core_attribute(&path.name),
-            Some(_) => attrs
-                .iter()
-                .find(|a| a.name.eq_ignore_ascii_case(&path.name)),
+            Some(_) => attrs.iter().find(|a| a.name.eq_ignore_ascii_case(&path.name)),
         };
         let name = def.map(|d| d.name.to_string()).unwrap_or(path.name.clone());
-        let sub = path.sub.as_ref().map(|s| {
-            def.and_then(|d| d.sub(s))
-                .map(|d| d.name.to_string())
-                .unwrap_or_else(|| s.clone())
-        });
+        let sub = path
+            .sub
+            .as_ref()
+            .map(|s| def.and_then(|d| d.sub(s)).map(|d| d.name.to_string()).unwrap_or_else(|| s.clone()));
         out.push(Selector::Attr { ext, name, sub });
     }
     Ok(out)
@@ -681,14 +603,8 @@ mod tests {
         assert_eq!(u.user_name, "a@b.c");
         assert!(!u.active);
         assert_eq!(u.attributes["name"], json!({"givenName": "A"}));
-        assert_eq!(
-            u.attributes["emails"],
-            json!([{"value": "a@b.c", "type": "work", "primary": true}])
-        );
-        assert_eq!(
-            u.attributes[schema::ENTERPRISE_USER_URN],
-            json!({"employeeNumber": "7"})
-        );
+        assert_eq!(u.attributes["emails"], json!([{"value": "a@b.c", "type": "work", "primary": true}]));
+        assert_eq!(u.attributes[schema::ENTERPRISE_USER_URN], json!({"employeeNumber": "7"}));
         assert!(!u.attributes.contains_key("password"));
         assert!(!u.attributes.contains_key("customThing"));
         assert_eq!(groups, vec!["g1".to_string()]);

@@ -23,8 +23,8 @@ use crate::patch::{self, PatchOperation};
 use crate::resource::{self, Projection, etag, etag_matches};
 use crate::schema::{self, ResourceKind};
 use crate::store::{
-    DirectoryStore, GroupRecord, GroupUpdate, ListQuery, MembershipChange, NewMember, Page,
-    SortSpec, StoreError, TokenHash, UserRecord,
+    DirectoryStore, GroupRecord, GroupUpdate, ListQuery, MembershipChange, NewMember, Page, SortSpec, StoreError,
+    TokenHash, UserRecord,
 };
 
 /// The media type of every response.
@@ -46,9 +46,7 @@ pub struct ScimState<S> {
 
 impl<S> Clone for ScimState<S> {
     fn clone(&self) -> Self {
-        ScimState {
-            inner: Arc::clone(&self.inner),
-        }
+        ScimState { inner: Arc::clone(&self.inner) }
     }
 }
 
@@ -60,34 +58,23 @@ impl<S> Clone for ScimState<S> {
 /// `/Users/.search`, `/Groups/.search`, `/ServiceProviderConfig`,
 /// `/ResourceTypes`, `/ResourceTypes/{id}`, `/Schemas`, `/Schemas/{id}`.
 pub fn router<S: DirectoryStore>(store: Arc<S>, config: ScimConfig) -> Router {
-    let state = ScimState {
-        inner: Arc::new(Shared { store, config }),
-    };
+    let state = ScimState { inner: Arc::new(Shared { store, config }) };
     Router::new()
         .route("/Users", get(list_users::<S>).post(create_user::<S>))
         .route("/Users/.search", post(search_users::<S>))
-        .route(
-            "/Users/{id}",
-            get(get_user::<S>)
-                .put(replace_user::<S>)
-                .patch(patch_user::<S>)
-                .delete(delete_user::<S>),
-        )
+        .route("/Users/{id}", get(get_user::<S>).put(replace_user::<S>).patch(patch_user::<S>).delete(delete_user::<S>))
         .route("/Groups", get(list_groups::<S>).post(create_group::<S>))
         .route("/Groups/.search", post(search_groups::<S>))
         .route(
             "/Groups/{id}",
-            get(get_group::<S>)
-                .put(replace_group::<S>)
-                .patch(patch_group::<S>)
-                .delete(delete_group::<S>),
+            get(get_group::<S>).put(replace_group::<S>).patch(patch_group::<S>).delete(delete_group::<S>),
         )
         .route("/.search", post(search_all::<S>))
         .route("/ServiceProviderConfig", get(service_provider_config::<S>))
-        .route("/ResourceTypes", get(resource_types::<S>))
-        .route("/ResourceTypes/{id}", get(resource_type::<S>))
-        .route("/Schemas", get(schemas::<S>))
-        .route("/Schemas/{id}", get(schema_by_id::<S>))
+        .route("/ResourceTypes", get(resource_types))
+        .route("/ResourceTypes/{id}", get(resource_type))
+        .route("/Schemas", get(schemas))
+        .route("/Schemas/{id}", get(schema_by_id))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -117,10 +104,7 @@ pub struct DirectoryScope {
 impl<S: DirectoryStore> FromRequestParts<ScimState<S>> for DirectoryScope {
     type Rejection = ScimError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &ScimState<S>,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &ScimState<S>) -> Result<Self, Self::Rejection> {
         let shared = &state.inner;
         let token = bearer_token(&parts.headers)?;
         let directory = shared
@@ -129,30 +113,21 @@ impl<S: DirectoryStore> FromRequestParts<ScimState<S>> for DirectoryScope {
             .await?
             .ok_or_else(|| ScimError::Unauthorized("invalid bearer token".into()))?;
         let params = RawPathParams::from_request_parts(parts, state).await.ok();
-        let param = |name: &str| {
-            params
-                .as_ref()
-                .and_then(|p| p.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string()))
-        };
+        let param =
+            |name: &str| params.as_ref().and_then(|p| p.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string()));
         if let Some(in_path) = param(&shared.config.directory_path_param)
             && in_path != directory
         {
             // A token of one directory never learns whether another exists.
             return Err(ScimError::NotFound("directory not found".into()));
         }
-        Ok(DirectoryScope {
-            base_url: shared.config.base_url_for(&directory),
-            directory,
-            resource_id: param("id"),
-        })
+        Ok(DirectoryScope { base_url: shared.config.base_url_for(&directory), directory, resource_id: param("id") })
     }
 }
 
 impl DirectoryScope {
     fn id(&self) -> Result<&str, ScimError> {
-        self.resource_id
-            .as_deref()
-            .ok_or_else(|| ScimError::NotFound("resource not found".into()))
+        self.resource_id.as_deref().ok_or_else(|| ScimError::NotFound("resource not found".into()))
     }
 }
 
@@ -162,10 +137,8 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, ScimError> {
         .ok_or_else(|| ScimError::Unauthorized("missing bearer token".into()))?
         .to_str()
         .map_err(|_| ScimError::Unauthorized("invalid authorization header".into()))?;
-    let (scheme, token) = value
-        .trim()
-        .split_once(' ')
-        .ok_or_else(|| ScimError::Unauthorized("expected a bearer token".into()))?;
+    let (scheme, token) =
+        value.trim().split_once(' ').ok_or_else(|| ScimError::Unauthorized("expected a bearer token".into()))?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
         return Err(ScimError::Unauthorized("expected a bearer token".into()));
     }
@@ -184,10 +157,8 @@ async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<Valu
             )));
         }
     }
-    if let Some(len) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
+    if let Some(len) =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok())
         && len > limit
     {
         return Err(ScimError::PayloadTooLarge(limit));
@@ -203,8 +174,7 @@ async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<Valu
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ScimError::invalid_syntax("the request body is empty"));
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ScimError::invalid_syntax(format!("malformed JSON: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| ScimError::invalid_syntax(format!("malformed JSON: {e}")))
 }
 
 /// Query parameters by lowercased name (unknown ones, such as Entra's
@@ -215,12 +185,7 @@ impl QueryParams {
     fn from_uri(uri: &Uri) -> Result<Self, ScimError> {
         let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(uri)
             .map_err(|e| ScimError::invalid_syntax(format!("invalid query string: {e}")))?;
-        Ok(QueryParams(
-            pairs
-                .into_iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v))
-                .collect(),
-        ))
+        Ok(QueryParams(pairs.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect()))
     }
 
     fn get(&self, name: &str) -> Option<&str> {
@@ -245,17 +210,11 @@ struct ListRequest {
 }
 
 fn parse_int(name: &str, s: &str) -> Result<i64, ScimError> {
-    s.trim()
-        .parse::<i64>()
-        .map_err(|_| ScimError::invalid_value(format!("{name} must be an integer, got {s:?}")))
+    s.trim().parse::<i64>().map_err(|_| ScimError::invalid_value(format!("{name} must be an integer, got {s:?}")))
 }
 
 fn split_list(s: &str) -> Vec<String> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
+    s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
 }
 
 impl ListRequest {
@@ -284,10 +243,9 @@ impl ListRequest {
                 _ => Err(ScimError::invalid_value(format!("{name} must be a string"))),
             };
             let int = |v: Value, name: &str| match v {
-                Value::Number(n) => n
-                    .as_i64()
-                    .map(Some)
-                    .ok_or_else(|| ScimError::invalid_value(format!("{name} must be an integer"))),
+                Value::Number(n) => {
+                    n.as_i64().map(Some).ok_or_else(|| ScimError::invalid_value(format!("{name} must be an integer")))
+                }
                 Value::String(s) => parse_int(name, &s).map(Some),
                 Value::Null => Ok(None),
                 _ => Err(ScimError::invalid_value(format!("{name} must be an integer"))),
@@ -307,10 +265,7 @@ impl ListRequest {
             match key.as_str() {
                 "schemas" => {
                     let ok = v.as_array().is_some_and(|l| {
-                        l.iter().any(|s| {
-                            s.as_str()
-                                .is_some_and(|s| s.eq_ignore_ascii_case(schema::SEARCH_REQUEST_URN))
-                        })
+                        l.iter().any(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(schema::SEARCH_REQUEST_URN)))
                     });
                     if !ok {
                         return Err(ScimError::invalid_value(format!(
@@ -333,11 +288,7 @@ impl ListRequest {
     }
 
     /// The store query for one resource type, and the projection.
-    fn to_query(
-        &self,
-        kind: ResourceKind,
-        config: &ScimConfig,
-    ) -> Result<(ListQuery, Projection), ScimError> {
+    fn to_query(&self, kind: ResourceKind, config: &ScimConfig) -> Result<(ListQuery, Projection), ScimError> {
         let filter = match self.filter.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(f) => {
@@ -364,10 +315,7 @@ impl ListRequest {
             }
         };
         let start_index = self.start_index.unwrap_or(1).max(1);
-        let count = self
-            .count
-            .unwrap_or(config.default_count as i64)
-            .clamp(0, config.max_results as i64);
+        let count = self.count.unwrap_or(config.default_count as i64).clamp(0, config.max_results as i64);
         let projection = Projection::from_lists(kind, &self.attributes, &self.excluded)?;
         let query = ListQuery {
             filter,
@@ -385,8 +333,7 @@ impl ListRequest {
 fn scim_response(status: StatusCode, body: &Value) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut res = (status, bytes).into_response();
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_CONTENT_TYPE));
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_CONTENT_TYPE));
     res
 }
 
@@ -418,18 +365,15 @@ fn list_response(total: usize, start_index: usize, resources: Vec<Value>) -> Res
 }
 
 fn if_match(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(header::IF_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+    headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
 /// Checks `If-Match` against the current version (412 on mismatch).
 fn check_if_match(headers: &HeaderMap, version: &str) -> Result<(), ScimError> {
     match if_match(headers) {
-        Some(h) if !etag_matches(&h, version) => Err(ScimError::PreconditionFailed(
-            "If-Match does not match the resource's current version".into(),
-        )),
+        Some(h) if !etag_matches(&h, version) => {
+            Err(ScimError::PreconditionFailed("If-Match does not match the resource's current version".into()))
+        }
         _ => Ok(()),
     }
 }
@@ -463,9 +407,7 @@ async fn render_users<S: DirectoryStore>(
     Ok(users
         .iter()
         .map(|u| {
-            let g = projection
-                .wants("groups")
-                .then(|| groups.get(&u.id).map(Vec::as_slice).unwrap_or(&[]));
+            let g = projection.wants("groups").then(|| groups.get(&u.id).map(Vec::as_slice).unwrap_or(&[]));
             let mut v = u.to_scim_json(Some(&scope.base_url), g);
             projection.apply(ResourceKind::User, &mut v);
             v
@@ -480,10 +422,7 @@ async fn user_response<S: DirectoryStore>(
     projection: &Projection,
     status: StatusCode,
 ) -> Result<Response, ScimError> {
-    let body = render_users(shared, scope, std::slice::from_ref(user), projection)
-        .await?
-        .pop()
-        .unwrap_or(Value::Null);
+    let body = render_users(shared, scope, std::slice::from_ref(user), projection).await?.pop().unwrap_or(Value::Null);
     let mut res = with_etag(scim_response(status, &body), &user.meta.version);
     if status == StatusCode::CREATED {
         res = with_location(res, &format!("{}/Users/{}", scope.base_url, user.id));
@@ -559,18 +498,10 @@ async fn search_all<S: DirectoryStore>(
     let mut resources = render_users(shared, &scope, &users.items, &up).await?;
     let remaining = uq.count.saturating_sub(resources.len());
     let group_start = uq.start_index.saturating_sub(users.total_results).max(1);
-    let gq = ListQuery {
-        start_index: group_start,
-        count: remaining,
-        ..gq
-    };
+    let gq = ListQuery { start_index: group_start, count: remaining, ..gq };
     let groups = shared.store.list_groups(&scope.directory, &gq).await?;
     resources.extend(render_groups(&scope, &groups, &gp));
-    Ok(list_response(
-        users.total_results + groups.total_results,
-        uq.start_index,
-        resources,
-    ))
+    Ok(list_response(users.total_results + groups.total_results, uq.start_index, resources))
 }
 
 async fn create_user<S: DirectoryStore>(
@@ -592,15 +523,10 @@ async fn create_user<S: DirectoryStore>(
         // retained, deactivated user is revived instead of a 409.
         Some(u) if !u.data.active => {
             tracing::info!(directory = %dir, user = %u.id, "scim post revives a deactivated user");
-            store
-                .replace_user(dir, &u.id, Some(&u.meta.version), data, &groups)
-                .await
-                .map_err(|e| match e {
-                    StoreError::VersionMismatch => {
-                        ScimError::Conflict("the user changed meanwhile; retry".into())
-                    }
-                    e => e.into(),
-                })?
+            store.replace_user(dir, &u.id, Some(&u.meta.version), data, &groups).await.map_err(|e| match e {
+                StoreError::VersionMismatch => ScimError::Conflict("the user changed meanwhile; retry".into()),
+                e => e.into(),
+            })?
         }
         Some(_) => {
             return Err(ScimError::Conflict(format!(
@@ -654,10 +580,7 @@ async fn replace_user<S: DirectoryStore>(
             .await?
             .ok_or_else(|| ScimError::NotFound("user not found".into()))?;
         check_if_match(&headers, &current.meta.version)?;
-        match shared
-            .store
-            .replace_user(&scope.directory, id, Some(&current.meta.version), data.clone(), &groups)
-            .await
+        match shared.store.replace_user(&scope.directory, id, Some(&current.meta.version), data.clone(), &groups).await
         {
             Ok(u) => break u,
             Err(e) if retry_conflict(&e, &headers, attempt) => attempt += 1,
@@ -690,11 +613,7 @@ async fn patch_user<S: DirectoryStore>(
         let mut attrs = current.data.to_attributes();
         patch::apply_operations(ResourceKind::User, id, &mut attrs, ops.clone())?;
         let data = resource::user_from_attributes(attrs)?;
-        match shared
-            .store
-            .replace_user(&scope.directory, id, Some(&current.meta.version), data, &[])
-            .await
-        {
+        match shared.store.replace_user(&scope.directory, id, Some(&current.meta.version), data, &[]).await {
             Ok(u) => break u,
             Err(e) if retry_conflict(&e, &headers, attempt) => attempt += 1,
             Err(e) => return Err(e.into()),
@@ -718,24 +637,17 @@ async fn delete_user<S: DirectoryStore>(
     headers: HeaderMap,
 ) -> Result<Response, ScimError> {
     let expected = expected_version(&headers);
-    st.inner
-        .store
-        .delete_user(&scope.directory, scope.id()?, expected.as_deref())
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ScimError::NotFound("user not found".into()),
-            e => e.into(),
-        })?;
+    st.inner.store.delete_user(&scope.directory, scope.id()?, expected.as_deref()).await.map_err(|e| match e {
+        StoreError::NotFound => ScimError::NotFound("user not found".into()),
+        e => e.into(),
+    })?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 // ---------------------------------------------------------------- groups
 
 fn render_groups(scope: &DirectoryScope, page: &Page<GroupRecord>, projection: &Projection) -> Vec<Value> {
-    page.items
-        .iter()
-        .map(|g| render_group(scope, g, projection))
-        .collect()
+    page.items.iter().map(|g| render_group(scope, g, projection)).collect()
 }
 
 fn render_group(scope: &DirectoryScope, g: &GroupRecord, projection: &Projection) -> Value {
@@ -744,16 +656,8 @@ fn render_group(scope: &DirectoryScope, g: &GroupRecord, projection: &Projection
     v
 }
 
-fn group_response(
-    scope: &DirectoryScope,
-    g: &GroupRecord,
-    projection: &Projection,
-    status: StatusCode,
-) -> Response {
-    let mut res = with_etag(
-        scim_response(status, &render_group(scope, g, projection)),
-        &g.meta.version,
-    );
+fn group_response(scope: &DirectoryScope, g: &GroupRecord, projection: &Projection, status: StatusCode) -> Response {
+    let mut res = with_etag(scim_response(status, &render_group(scope, g, projection)), &g.meta.version);
     if status == StatusCode::CREATED {
         res = with_location(res, &format!("{}/Groups/{}", scope.base_url, g.id));
     }
@@ -780,19 +684,13 @@ async fn create_group<S: DirectoryStore>(
     let projection = QueryParams::from_uri(&uri)?.projection(ResourceKind::Group)?;
     let body = read_json(&headers, body, shared.config.max_body_bytes).await?;
     let (data, members) = resource::group_from_body(body, &shared.config.tolerated_schemas)?;
-    let group = shared
-        .store
-        .create_group(&scope.directory, data, dedupe(members.unwrap_or_default()))
-        .await?;
+    let group = shared.store.create_group(&scope.directory, data, dedupe(members.unwrap_or_default())).await?;
     Ok(group_response(&scope, &group, &projection, StatusCode::CREATED))
 }
 
 fn dedupe(members: Vec<NewMember>) -> Vec<NewMember> {
     let mut seen = BTreeSet::new();
-    members
-        .into_iter()
-        .filter(|m| seen.insert(m.value.clone()))
-        .collect()
+    members.into_iter().filter(|m| seen.insert(m.value.clone())).collect()
 }
 
 async fn get_group<S: DirectoryStore>(
@@ -831,20 +729,13 @@ async fn replace_group<S: DirectoryStore>(
     // the attribute out is the worse failure).
     let update = GroupUpdate {
         data: Some(data),
-        members: MembershipChange {
-            replace_all: members.map(dedupe),
-            ..Default::default()
-        },
+        members: MembershipChange { replace_all: members.map(dedupe), ..Default::default() },
     };
     let expected = expected_version(&headers);
-    shared
-        .store
-        .update_group(&scope.directory, id, expected.as_deref(), update)
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ScimError::NotFound("group not found".into()),
-            e => e.into(),
-        })?;
+    shared.store.update_group(&scope.directory, id, expected.as_deref(), update).await.map_err(|e| match e {
+        StoreError::NotFound => ScimError::NotFound("group not found".into()),
+        e => e.into(),
+    })?;
     let group = shared
         .store
         .get_group(&scope.directory, id, projection.wants("members"))
@@ -884,25 +775,11 @@ async fn patch_group<S: DirectoryStore>(
                         .ok_or_else(|| ScimError::NotFound("group not found".into()))?;
                     check_if_match(&headers, &current.meta.version)?;
                     let mut attrs = current.data.to_attributes();
-                    patch::apply_operations(
-                        ResourceKind::Group,
-                        id,
-                        &mut attrs,
-                        plan.attribute_ops.clone(),
-                    )?;
-                    (
-                        Some(resource::group_from_attributes(attrs)?),
-                        Some(current.meta.version),
-                    )
+                    patch::apply_operations(ResourceKind::Group, id, &mut attrs, plan.attribute_ops.clone())?;
+                    (Some(resource::group_from_attributes(attrs)?), Some(current.meta.version))
                 };
-                let update = GroupUpdate {
-                    data,
-                    members: delta.clone(),
-                };
-                shared
-                    .store
-                    .update_group(dir, id, expected.as_deref(), update)
-                    .await
+                let update = GroupUpdate { data, members: delta.clone() };
+                shared.store.update_group(dir, id, expected.as_deref(), update).await
             }
             // Fallback: member filters that need the member list.
             None => {
@@ -913,10 +790,7 @@ async fn patch_group<S: DirectoryStore>(
                     .ok_or_else(|| ScimError::NotFound("group not found".into()))?;
                 check_if_match(&headers, &current.meta.version)?;
                 let update = full_group_patch(id, &current, &plan)?;
-                shared
-                    .store
-                    .update_group(dir, id, Some(&current.meta.version), update)
-                    .await
+                shared.store.update_group(dir, id, Some(&current.meta.version), update).await
             }
         };
         match result {
@@ -936,27 +810,17 @@ async fn patch_group<S: DirectoryStore>(
     }
     // Okta and Entra both accept 204 for group PATCH; answering with the
     // members of a big group would cost what the delta saved.
-    Ok(with_etag(
-        StatusCode::NO_CONTENT.into_response(),
-        &updated.meta.version,
-    ))
+    Ok(with_etag(StatusCode::NO_CONTENT.into_response(), &updated.meta.version))
 }
 
 /// Applies a group PATCH on the full representation (members included) and
 /// expresses the result as an update with a membership delta.
-fn full_group_patch(
-    id: &str,
-    current: &GroupRecord,
-    plan: &patch::GroupPatchPlan,
-) -> Result<GroupUpdate, ScimError> {
+fn full_group_patch(id: &str, current: &GroupRecord, plan: &patch::GroupPatchPlan) -> Result<GroupUpdate, ScimError> {
     let old: Vec<NewMember> = current
         .members
         .iter()
         .flatten()
-        .map(|m| NewMember {
-            value: m.value.clone(),
-            display: m.display.clone(),
-        })
+        .map(|m| NewMember { value: m.value.clone(), display: m.display.clone() })
         .collect();
     let mut attrs = current.data.to_attributes();
     if !old.is_empty() {
@@ -976,12 +840,7 @@ fn full_group_patch(
             ),
         );
     }
-    let ops: Vec<PatchOperation> = plan
-        .attribute_ops
-        .iter()
-        .chain(plan.member_ops.iter())
-        .cloned()
-        .collect();
+    let ops: Vec<PatchOperation> = plan.attribute_ops.iter().chain(plan.member_ops.iter()).cloned().collect();
     patch::apply_operations(ResourceKind::Group, id, &mut attrs, ops)?;
     let new = match attrs.remove("members") {
         Some(v) => resource::member_ids(v, "members")?,
@@ -989,23 +848,11 @@ fn full_group_patch(
     };
     let old_ids: BTreeSet<&str> = old.iter().map(|m| m.value.as_str()).collect();
     let new_ids: BTreeSet<&str> = new.iter().map(|m| m.value.as_str()).collect();
-    let remove = old_ids
-        .difference(&new_ids)
-        .map(|s| s.to_string())
-        .collect();
-    let add = dedupe(
-        new.iter()
-            .filter(|m| !old_ids.contains(m.value.as_str()))
-            .cloned()
-            .collect(),
-    );
+    let remove = old_ids.difference(&new_ids).map(|s| s.to_string()).collect();
+    let add = dedupe(new.iter().filter(|m| !old_ids.contains(m.value.as_str())).cloned().collect());
     Ok(GroupUpdate {
         data: Some(resource::group_from_attributes(attrs)?),
-        members: MembershipChange {
-            add,
-            remove,
-            replace_all: None,
-        },
+        members: MembershipChange { add, remove, replace_all: None },
     })
 }
 
@@ -1015,23 +862,16 @@ async fn delete_group<S: DirectoryStore>(
     headers: HeaderMap,
 ) -> Result<Response, ScimError> {
     let expected = expected_version(&headers);
-    st.inner
-        .store
-        .delete_group(&scope.directory, scope.id()?, expected.as_deref())
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ScimError::NotFound("group not found".into()),
-            e => e.into(),
-        })?;
+    st.inner.store.delete_group(&scope.directory, scope.id()?, expected.as_deref()).await.map_err(|e| match e {
+        StoreError::NotFound => ScimError::NotFound("group not found".into()),
+        e => e.into(),
+    })?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 // ---------------------------------------------------------------- discovery
 
-async fn service_provider_config<S: DirectoryStore>(
-    State(st): State<ScimState<S>>,
-    scope: DirectoryScope,
-) -> Response {
+async fn service_provider_config<S: DirectoryStore>(State(st): State<ScimState<S>>, scope: DirectoryScope) -> Response {
     let c = &st.inner.config;
     scim_response(
         StatusCode::OK,
@@ -1058,15 +898,13 @@ async fn service_provider_config<S: DirectoryStore>(
     )
 }
 
-async fn resource_types<S: DirectoryStore>(scope: DirectoryScope) -> Response {
-    let docs: Vec<Value> = [ResourceKind::User, ResourceKind::Group]
-        .iter()
-        .map(|k| k.resource_type_document(&scope.base_url))
-        .collect();
+async fn resource_types(scope: DirectoryScope) -> Response {
+    let docs: Vec<Value> =
+        [ResourceKind::User, ResourceKind::Group].iter().map(|k| k.resource_type_document(&scope.base_url)).collect();
     list_response(docs.len(), 1, docs)
 }
 
-async fn resource_type<S: DirectoryStore>(scope: DirectoryScope) -> Result<Response, ScimError> {
+async fn resource_type(scope: DirectoryScope) -> Result<Response, ScimError> {
     let id = scope.id()?;
     [ResourceKind::User, ResourceKind::Group]
         .iter()
@@ -1075,12 +913,12 @@ async fn resource_type<S: DirectoryStore>(scope: DirectoryScope) -> Result<Respo
         .ok_or_else(|| ScimError::NotFound(format!("no resource type {id:?}")))
 }
 
-async fn schemas<S: DirectoryStore>(scope: DirectoryScope) -> Response {
+async fn schemas(scope: DirectoryScope) -> Response {
     let docs = schema::all_schema_documents(&scope.base_url);
     list_response(docs.len(), 1, docs)
 }
 
-async fn schema_by_id<S: DirectoryStore>(scope: DirectoryScope) -> Result<Response, ScimError> {
+async fn schema_by_id(scope: DirectoryScope) -> Result<Response, ScimError> {
     let id = scope.id()?;
     schema::all_schema_documents(&scope.base_url)
         .into_iter()

@@ -21,8 +21,7 @@ pub const SEARCH_REQUEST_URN: &str = "urn:ietf:params:scim:api:messages:2.0:Sear
 /// Error message.
 pub const ERROR_URN: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
 /// Service provider configuration schema.
-pub const SERVICE_PROVIDER_CONFIG_URN: &str =
-    "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig";
+pub const SERVICE_PROVIDER_CONFIG_URN: &str = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig";
 /// Resource type schema.
 pub const RESOURCE_TYPE_URN: &str = "urn:ietf:params:scim:schemas:core:2.0:ResourceType";
 /// Schema schema.
@@ -30,8 +29,7 @@ pub const SCHEMA_URN: &str = "urn:ietf:params:scim:schemas:core:2.0:Schema";
 /// The group schema Microsoft Entra's provisioning service lists in group
 /// bodies (from Microsoft's "develop a SCIM endpoint" tutorial). It carries no
 /// attributes; tolerated by default.
-pub const ENTRA_ADSCIM_GROUP_URN: &str =
-    "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group";
+pub const ENTRA_ADSCIM_GROUP_URN: &str = "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group";
 
 /// An attribute's data type (RFC 7643 §2.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,9 +183,7 @@ impl AttributeDef {
 
     /// Finds a sub-attribute, case-insensitively.
     pub fn sub(&self, name: &str) -> Option<&'static AttributeDef> {
-        self.sub_attributes
-            .iter()
-            .find(|a| a.name.eq_ignore_ascii_case(name))
+        self.sub_attributes.iter().find(|a| a.name.eq_ignore_ascii_case(name))
     }
 
     /// The RFC 7643 §7 representation of this attribute.
@@ -221,10 +217,7 @@ impl AttributeDef {
             }
             .into(),
         );
-        o.insert(
-            "uniqueness".into(),
-            if self.unique { "server" } else { "none" }.into(),
-        );
+        o.insert("uniqueness".into(), if self.unique { "server" } else { "none" }.into());
         if !self.canonical_values.is_empty() {
             o.insert("canonicalValues".into(), json!(self.canonical_values));
         }
@@ -232,10 +225,7 @@ impl AttributeDef {
             o.insert("referenceTypes".into(), json!(self.reference_types));
         }
         if !self.sub_attributes.is_empty() {
-            o.insert(
-                "subAttributes".into(),
-                Value::Array(self.sub_attributes.iter().map(|a| a.to_json()).collect()),
-            );
+            o.insert("subAttributes".into(), Value::Array(self.sub_attributes.iter().map(|a| a.to_json()).collect()));
         }
         Value::Object(o)
     }
@@ -279,36 +269,19 @@ const ADDRESS_SUBS: &[AttributeDef] = &[
 
 const USER_GROUP_SUBS: &[AttributeDef] = &[
     s("value", "the group's id").mutability(Mutability::ReadOnly),
-    attr(REF_ATTR, AttrType::Reference, "the group's URI")
-        .refs(&["Group"])
-        .mutability(Mutability::ReadOnly),
+    attr(REF_ATTR, AttrType::Reference, "the group's URI").refs(&["Group"]).mutability(Mutability::ReadOnly),
     s("display", "the group's displayName").mutability(Mutability::ReadOnly),
-    s("type", "direct or indirect")
-        .canonical(&["direct", "indirect"])
-        .mutability(Mutability::ReadOnly),
+    s("type", "direct or indirect").canonical(&["direct", "indirect"]).mutability(Mutability::ReadOnly),
 ];
-
 
 const REF_ATTR: &str = "$ref";
 
 const META_SUBS: &[AttributeDef] = &[
-    s("resourceType", "the resource type")
-        .exact()
-        .mutability(Mutability::ReadOnly),
-    attr("created", AttrType::DateTime, "when the resource was created")
-        .mutability(Mutability::ReadOnly),
-    attr("lastModified", AttrType::DateTime, "when the resource last changed")
-        .mutability(Mutability::ReadOnly),
-    attr(
-        "location",
-        AttrType::Reference,
-        "the URI of the resource",
-    )
-    .exact()
-    .mutability(Mutability::ReadOnly),
-    s("version", "the resource's version (weak ETag)")
-        .exact()
-        .mutability(Mutability::ReadOnly),
+    s("resourceType", "the resource type").exact().mutability(Mutability::ReadOnly),
+    attr("created", AttrType::DateTime, "when the resource was created").mutability(Mutability::ReadOnly),
+    attr("lastModified", AttrType::DateTime, "when the resource last changed").mutability(Mutability::ReadOnly),
+    attr("location", AttrType::Reference, "the URI of the resource").exact().mutability(Mutability::ReadOnly),
+    s("version", "the resource's version (weak ETag)").exact().mutability(Mutability::ReadOnly),
 ];
 
 /// The attributes every resource has (RFC 7643 §3.1).
@@ -319,16 +292,12 @@ pub const COMMON_ATTRIBUTES: &[AttributeDef] = &[
         .returned(Returned::Always)
         .unique(),
     s("externalId", "the provisioning client's identifier").exact(),
-    attr("meta", AttrType::Complex, "resource metadata")
-        .mutability(Mutability::ReadOnly)
-        .subs(META_SUBS),
+    attr("meta", AttrType::Complex, "resource metadata").mutability(Mutability::ReadOnly).subs(META_SUBS),
 ];
 
 /// Core User attributes (RFC 7643 §4.1).
 pub const USER_ATTRIBUTES: &[AttributeDef] = &[
-    s("userName", "unique identifier for the user, unique case-insensitively")
-        .required()
-        .unique(),
+    s("userName", "unique identifier for the user, unique case-insensitively").required().unique(),
     attr("name", AttrType::Complex, "the user's name").subs(NAME_SUBS),
     s("displayName", "name for display"),
     s("nickName", "casual name"),
@@ -342,34 +311,18 @@ pub const USER_ATTRIBUTES: &[AttributeDef] = &[
     s("password", "the user's password: accepted and discarded, never returned")
         .mutability(Mutability::WriteOnly)
         .returned(Returned::Never),
-    attr("emails", AttrType::Complex, "email addresses")
-        .multi()
-        .subs(EMAIL_SUBS),
-    attr("phoneNumbers", AttrType::Complex, "phone numbers")
-        .multi()
-        .subs(MULTI_STRING_SUBS),
-    attr("ims", AttrType::Complex, "instant messaging addresses")
-        .multi()
-        .subs(MULTI_STRING_SUBS),
-    attr("photos", AttrType::Complex, "photo URLs")
-        .multi()
-        .subs(MULTI_STRING_SUBS),
-    attr("addresses", AttrType::Complex, "physical addresses")
-        .multi()
-        .subs(ADDRESS_SUBS),
+    attr("emails", AttrType::Complex, "email addresses").multi().subs(EMAIL_SUBS),
+    attr("phoneNumbers", AttrType::Complex, "phone numbers").multi().subs(MULTI_STRING_SUBS),
+    attr("ims", AttrType::Complex, "instant messaging addresses").multi().subs(MULTI_STRING_SUBS),
+    attr("photos", AttrType::Complex, "photo URLs").multi().subs(MULTI_STRING_SUBS),
+    attr("addresses", AttrType::Complex, "physical addresses").multi().subs(ADDRESS_SUBS),
     attr("groups", AttrType::Complex, "groups the user belongs to (read-only)")
         .multi()
         .mutability(Mutability::ReadOnly)
         .subs(USER_GROUP_SUBS),
-    attr("entitlements", AttrType::Complex, "entitlements")
-        .multi()
-        .subs(MULTI_STRING_SUBS),
-    attr("roles", AttrType::Complex, "roles")
-        .multi()
-        .subs(MULTI_STRING_SUBS),
-    attr("x509Certificates", AttrType::Complex, "certificates")
-        .multi()
-        .subs(MULTI_STRING_SUBS),
+    attr("entitlements", AttrType::Complex, "entitlements").multi().subs(MULTI_STRING_SUBS),
+    attr("roles", AttrType::Complex, "roles").multi().subs(MULTI_STRING_SUBS),
+    attr("x509Certificates", AttrType::Complex, "certificates").multi().subs(MULTI_STRING_SUBS),
 ];
 
 const MANAGER_SUBS: &[AttributeDef] = &[
@@ -390,21 +343,15 @@ pub const ENTERPRISE_ATTRIBUTES: &[AttributeDef] = &[
 
 const MEMBER_SUBS: &[AttributeDef] = &[
     s("value", "the member's id").exact().mutability(Mutability::Immutable),
-    attr(REF_ATTR, AttrType::Reference, "the member's URI")
-        .refs(&["User", "Group"])
-        .mutability(Mutability::Immutable),
+    attr(REF_ATTR, AttrType::Reference, "the member's URI").refs(&["User", "Group"]).mutability(Mutability::Immutable),
     s("display", "the member's name").mutability(Mutability::Immutable),
-    s("type", "User or Group")
-        .canonical(&["User", "Group"])
-        .mutability(Mutability::Immutable),
+    s("type", "User or Group").canonical(&["User", "Group"]).mutability(Mutability::Immutable),
 ];
 
 /// Core Group attributes (RFC 7643 §4.2).
 pub const GROUP_ATTRIBUTES: &[AttributeDef] = &[
     s("displayName", "the group's name").required(),
-    attr("members", AttrType::Complex, "the group's members")
-        .multi()
-        .subs(MEMBER_SUBS),
+    attr("members", AttrType::Complex, "the group's members").multi().subs(MEMBER_SUBS),
 ];
 
 /// The two resource types served.
@@ -459,18 +406,12 @@ impl ResourceKind {
 
     /// The extension with this URN (case-insensitive), canonical URN first.
     pub fn extension(self, urn: &str) -> Option<(&'static str, &'static [AttributeDef])> {
-        self.extensions()
-            .iter()
-            .find(|(u, _)| u.eq_ignore_ascii_case(urn))
-            .copied()
+        self.extensions().iter().find(|(u, _)| u.eq_ignore_ascii_case(urn)).copied()
     }
 
     /// Finds a top-level core (or common) attribute, case-insensitively.
     pub fn core_attribute(self, name: &str) -> Option<&'static AttributeDef> {
-        self.core_attributes()
-            .iter()
-            .chain(COMMON_ATTRIBUTES.iter())
-            .find(|a| a.name.eq_ignore_ascii_case(name))
+        self.core_attributes().iter().chain(COMMON_ATTRIBUTES.iter()).find(|a| a.name.eq_ignore_ascii_case(name))
     }
 
     /// Resolves an attribute by optional schema URN and name. `None` for the
@@ -479,9 +420,9 @@ impl ResourceKind {
         match urn {
             None => self.core_attribute(name),
             Some(u) if u.eq_ignore_ascii_case(self.core_urn()) => self.core_attribute(name),
-            Some(u) => self
-                .extension(u)
-                .and_then(|(_, attrs)| attrs.iter().find(|a| a.name.eq_ignore_ascii_case(name))),
+            Some(u) => {
+                self.extension(u).and_then(|(_, attrs)| attrs.iter().find(|a| a.name.eq_ignore_ascii_case(name)))
+            }
         }
     }
 
@@ -493,9 +434,7 @@ impl ResourceKind {
         };
         match sub {
             Some(sub) => def.sub(sub).map(|d| d.case_exact).unwrap_or(false),
-            None if def.ty == AttrType::Complex => {
-                def.sub("value").map(|d| d.case_exact).unwrap_or(false)
-            }
+            None if def.ty == AttrType::Complex => def.sub("value").map(|d| d.case_exact).unwrap_or(false),
             None => def.case_exact,
         }
     }
@@ -513,24 +452,15 @@ impl ResourceKind {
             base_url,
         )];
         for (urn, attrs) in self.extensions() {
-            docs.push(schema_document(
-                urn,
-                "EnterpriseUser",
-                "Enterprise User",
-                attrs,
-                base_url,
-            ));
+            docs.push(schema_document(urn, "EnterpriseUser", "Enterprise User", attrs, base_url));
         }
         docs
     }
 
     /// The RFC 7643 §6 resource type document.
     pub fn resource_type_document(self, base_url: &str) -> Value {
-        let extensions: Vec<Value> = self
-            .extensions()
-            .iter()
-            .map(|(urn, _)| json!({"schema": urn, "required": false}))
-            .collect();
+        let extensions: Vec<Value> =
+            self.extensions().iter().map(|(urn, _)| json!({"schema": urn, "required": false})).collect();
         let mut doc = json!({
             "schemas": [RESOURCE_TYPE_URN],
             "id": self.name(),
@@ -555,13 +485,7 @@ impl ResourceKind {
     }
 }
 
-fn schema_document(
-    urn: &str,
-    name: &str,
-    description: &str,
-    attrs: &[AttributeDef],
-    base_url: &str,
-) -> Value {
+fn schema_document(urn: &str, name: &str, description: &str, attrs: &[AttributeDef], base_url: &str) -> Value {
     let mut all: Vec<Value> = Vec::new();
     if urn == USER_URN || urn == GROUP_URN {
         // RFC 7643 §3.1 common attributes are not part of the schema
@@ -602,27 +526,17 @@ pub fn coerce_scalar(def: &AttributeDef, value: Value) -> Result<Value, String> 
         (_, Value::Null) => Ok(Value::Null),
         (AttrType::Boolean, Value::Bool(b)) => Ok(Value::Bool(b)),
         (AttrType::Boolean, Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(Value::Bool(true)),
-        (AttrType::Boolean, Value::String(s)) if s.eq_ignore_ascii_case("false") => {
-            Ok(Value::Bool(false))
-        }
+        (AttrType::Boolean, Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(Value::Bool(false)),
         (AttrType::Integer, Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(Value::Number(n)),
         (AttrType::Decimal, Value::Number(n)) => Ok(Value::Number(n)),
-        (
-            AttrType::String | AttrType::Reference | AttrType::Binary | AttrType::DateTime,
-            Value::String(s),
-        ) => {
+        (AttrType::String | AttrType::Reference | AttrType::Binary | AttrType::DateTime, Value::String(s)) => {
             if def.ty == AttrType::DateTime && chrono::DateTime::parse_from_rfc3339(&s).is_err() {
                 return Err(format!("{} must be an RFC 3339 dateTime", def.name));
             }
             Ok(Value::String(s))
         }
         (AttrType::Complex, Value::Object(o)) => Ok(Value::Object(o)),
-        (ty, other) => Err(format!(
-            "{} must be of type {}, got {}",
-            def.name,
-            ty.as_str(),
-            json_type_name(&other)
-        )),
+        (ty, other) => Err(format!("{} must be of type {}, got {}", def.name, ty.as_str(), json_type_name(&other))),
     }
 }
 
@@ -671,12 +585,8 @@ mod tests {
         assert_eq!(docs.len(), 3);
         let user = &docs[0];
         assert_eq!(user["id"], USER_URN);
-        let names: Vec<&str> = user["attributes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a["name"].as_str().unwrap())
-            .collect();
+        let names: Vec<&str> =
+            user["attributes"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
         assert!(names.contains(&"userName"));
         assert!(names.contains(&"emails"));
         let rt = ResourceKind::User.resource_type_document("https://x");

@@ -316,11 +316,7 @@ pub trait DirectoryStore: Send + Sync + 'static {
     async fn get_user(&self, directory: &str, id: &str) -> Result<Option<UserRecord>, StoreError>;
 
     /// A user by userName, case-insensitively (active or not).
-    async fn find_user_by_user_name(
-        &self,
-        directory: &str,
-        user_name: &str,
-    ) -> Result<Option<UserRecord>, StoreError>;
+    async fn find_user_by_user_name(&self, directory: &str, user_name: &str) -> Result<Option<UserRecord>, StoreError>;
 
     /// Replaces a user's attributes (PUT, PATCH, re-activation, and
     /// deactivation: `data.active == false` tells the owner the user is no
@@ -339,19 +335,10 @@ pub trait DirectoryStore: Send + Sync + 'static {
 
     /// Deletes a user and its memberships. [`StoreError::NotFound`],
     /// [`StoreError::VersionMismatch`].
-    async fn delete_user(
-        &self,
-        directory: &str,
-        id: &str,
-        expected_version: Option<&str>,
-    ) -> Result<(), StoreError>;
+    async fn delete_user(&self, directory: &str, id: &str, expected_version: Option<&str>) -> Result<(), StoreError>;
 
     /// One page of users matching the query (see the module docs).
-    async fn list_users(
-        &self,
-        directory: &str,
-        query: &ListQuery,
-    ) -> Result<Page<UserRecord>, StoreError>;
+    async fn list_users(&self, directory: &str, query: &ListQuery) -> Result<Page<UserRecord>, StoreError>;
 
     /// The groups each of these users is a direct member of (one query for a
     /// page of users). Users without groups may be absent from the map.
@@ -379,11 +366,7 @@ pub trait DirectoryStore: Send + Sync + 'static {
     ) -> Result<Option<GroupRecord>, StoreError>;
 
     /// One page of groups matching the query (see the module docs).
-    async fn list_groups(
-        &self,
-        directory: &str,
-        query: &ListQuery,
-    ) -> Result<Page<GroupRecord>, StoreError>;
+    async fn list_groups(&self, directory: &str, query: &ListQuery) -> Result<Page<GroupRecord>, StoreError>;
 
     /// Applies attribute and membership changes to a group in one
     /// transaction, costing in proportion to the change. Returns the record
@@ -399,10 +382,5 @@ pub trait DirectoryStore: Send + Sync + 'static {
 
     /// Deletes a group and its memberships. [`StoreError::NotFound`],
     /// [`StoreError::VersionMismatch`].
-    async fn delete_group(
-        &self,
-        directory: &str,
-        id: &str,
-        expected_version: Option<&str>,
-    ) -> Result<(), StoreError>;
+    async fn delete_group(&self, directory: &str, id: &str, expected_version: Option<&str>) -> Result<(), StoreError>;
 }

@@ -5,6 +5,9 @@
 //! compliance" page (the `aadOptscim062020` flag section) and the checks of
 //! its SCIM validator. Ids are replaced by the ids this server assigns.
 
+// Test helpers outside #[test] fns: a panic is the failure report we want.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{Scim, assert_error, q, scim};
@@ -83,12 +86,8 @@ async fn entra_user_operations() {
     assert!(r.body.get("roles").is_none(), "an empty roles list is unassigned");
 
     // Tutorial, "Get User by query".
-    let r = s
-        .get(&format!(
-            "/Users?filter={}",
-            q(r#"userName eq "Test_User_ab6490ee-1e48-479e-a20b-2d77186b5dd1""#)
-        ))
-        .await;
+    let r =
+        s.get(&format!("/Users?filter={}", q(r#"userName eq "Test_User_ab6490ee-1e48-479e-a20b-2d77186b5dd1""#))).await;
     assert_eq!(r.body["totalResults"], 1);
     assert_eq!(r.body["Resources"][0]["id"], id.as_str());
     // Tutorial, "Get User by query - Zero results".
@@ -264,9 +263,7 @@ async fn entra_group_operations() {
     assert!(r.body.get("members").is_none());
     assert_eq!(r.body["displayName"], "displayName");
     // Tutorial, "Get Group by displayName".
-    let r = s
-        .get(&format!("/Groups?excludedAttributes=members&filter={}", q(r#"displayName eq "displayName""#)))
-        .await;
+    let r = s.get(&format!("/Groups?excludedAttributes=members&filter={}", q(r#"displayName eq "displayName""#))).await;
     assert_eq!(r.body["totalResults"], 1);
     assert!(r.body["Resources"][0].get("members").is_none());
 

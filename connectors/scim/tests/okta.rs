@@ -4,6 +4,9 @@
 //! "Okta SCIM 2.0 SPEC Test"). Ids in Okta's examples are replaced by the ids
 //! this server assigns.
 
+// Test helpers outside #[test] fns: a panic is the failure report we want.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{assert_error, q, scim};
@@ -42,9 +45,7 @@ async fn okta_spec_test_suite_basics() {
     assert_eq!(r.body["totalResults"], 0);
     assert!(r.body["Resources"].as_array().unwrap().is_empty());
     // "Get Users by filter ... that does not exist": 200 and an empty list.
-    let r = s
-        .get(&format!("/Users?filter={}", q(r#"userName eq "doesnotexist@example.com""#)))
-        .await;
+    let r = s.get(&format!("/Users?filter={}", q(r#"userName eq "doesnotexist@example.com""#))).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body["totalResults"], 0);
     assert_eq!(r.body["Resources"], json!([]));
@@ -61,10 +62,7 @@ async fn okta_spec_test_suite_basics() {
 async fn okta_user_lifecycle() {
     let s = scim().await;
     // Okta looks the user up by userName before creating it.
-    let lookup = format!(
-        "/Users?filter={}&startIndex=1&count=100",
-        q(r#"userName eq "test.user@okta.local""#)
-    );
+    let lookup = format!("/Users?filter={}&startIndex=1&count=100", q(r#"userName eq "test.user@okta.local""#));
     let r = s.get(&lookup).await;
     assert_eq!((r.status.as_u16(), r.body["totalResults"].clone()), (200, json!(0)));
 
@@ -186,10 +184,7 @@ async fn okta_user_lifecycle() {
 #[tokio::test]
 async fn okta_post_for_a_deactivated_user_revives_it() {
     let s = scim().await;
-    let id = s.post("/Users", okta_create_user_body()).await.body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = s.post("/Users", okta_create_user_body()).await.body["id"].as_str().unwrap().to_string();
     s.patch(
         &format!("/Users/{id}"),
         json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
@@ -212,10 +207,7 @@ async fn okta_post_for_a_deactivated_user_revives_it() {
 #[tokio::test]
 async fn okta_group_push() {
     let s = scim().await;
-    let user_id = s.post("/Users", okta_create_user_body()).await.body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let user_id = s.post("/Users", okta_create_user_body()).await.body["id"].as_str().unwrap().to_string();
 
     // Okta reference, "Create Groups".
     let r = s
@@ -230,15 +222,10 @@ async fn okta_group_push() {
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
     let gid = r.body["id"].as_str().unwrap().to_string();
-    assert_eq!(
-        r.header("location"),
-        Some(format!("https://muster.example.com/scim/v2/dir-a/Groups/{gid}").as_str())
-    );
+    assert_eq!(r.header("location"), Some(format!("https://muster.example.com/scim/v2/dir-a/Groups/{gid}").as_str()));
 
     // Okta looks groups up by displayName.
-    let r = s
-        .get(&format!("/Groups?filter={}&startIndex=1&count=100", q(r#"displayName eq "Test SCIMv2""#)))
-        .await;
+    let r = s.get(&format!("/Groups?filter={}&startIndex=1&count=100", q(r#"displayName eq "Test SCIMv2""#))).await;
     assert_eq!(r.body["totalResults"], 1);
 
     // Okta reference, "Update a specific Group name": a rename PATCH that
@@ -283,10 +270,7 @@ async fn okta_group_push() {
     assert_eq!(r.body["members"][0]["value"], user_id.as_str());
     assert_eq!(r.body["members"][0]["display"], "test.user@okta.local");
     assert_eq!(r.body["members"][0]["type"], "User");
-    assert_eq!(
-        r.body["members"][0]["$ref"],
-        format!("https://muster.example.com/scim/v2/dir-a/Users/{user_id}")
-    );
+    assert_eq!(r.body["members"][0]["$ref"], format!("https://muster.example.com/scim/v2/dir-a/Users/{user_id}"));
     // The user's read-only groups attribute follows.
     let r = s.get(&format!("/Users/{user_id}")).await;
     assert_eq!(r.body["groups"][0]["value"], gid.as_str());
@@ -319,8 +303,11 @@ async fn okta_batches_of_1000_members_and_members_in_post_and_put() {
     let mut ids = Vec::new();
     for i in 0..1000 {
         let r = s
-            .post("/Users", json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-                                   "userName": format!("user{i}@okta.local")}))
+            .post(
+                "/Users",
+                json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                                   "userName": format!("user{i}@okta.local")}),
+            )
             .await;
         ids.push(r.body["id"].as_str().unwrap().to_string());
     }

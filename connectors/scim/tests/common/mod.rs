@@ -1,4 +1,6 @@
 //! Drives the SCIM router in-process with `tower::ServiceExt::oneshot`.
+// Test helpers: a panic is the failure report we want.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(dead_code)]
 
 use std::sync::Arc;
@@ -47,12 +49,7 @@ pub async fn scim_with(config: ScimConfig) -> Scim {
     store.add_token(DIR_A, TOKEN_A).await;
     store.add_token(DIR_B, TOKEN_B).await;
     let app = Router::new().nest("/scim/v2/{directory_id}", router(Arc::clone(&store), config));
-    Scim {
-        app,
-        store,
-        prefix: format!("/scim/v2/{DIR_A}"),
-        token: TOKEN_A.to_string(),
-    }
+    Scim { app, store, prefix: format!("/scim/v2/{DIR_A}"), token: TOKEN_A.to_string() }
 }
 
 impl Scim {
@@ -64,9 +61,9 @@ impl Scim {
             .header("authorization", format!("Bearer {}", self.token))
             .header("accept", "application/scim+json");
         let req = match body {
-            Some(b) => req
-                .header("content-type", "application/scim+json; charset=utf-8")
-                .body(Body::from(b.to_string())),
+            Some(b) => {
+                req.header("content-type", "application/scim+json; charset=utf-8").body(Body::from(b.to_string()))
+            }
             None => req.body(Body::empty()),
         };
         self.send(req.unwrap()).await
@@ -127,10 +124,7 @@ pub fn q(s: &str) -> String {
 #[track_caller]
 pub fn assert_error(r: &Reply, status: u16, scim_type: Option<&str>) {
     assert_eq!(r.status.as_u16(), status, "body: {}", r.body);
-    assert_eq!(
-        r.body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error",
-        "body: {}", r.body
-    );
+    assert_eq!(r.body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error", "body: {}", r.body);
     assert_eq!(r.body["status"], status.to_string());
     assert!(r.body["detail"].as_str().is_some_and(|d| !d.is_empty()));
     match scim_type {
