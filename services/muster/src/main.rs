@@ -1,1 +1,100 @@
-fn main() {}
+//! The `muster` binary: `muster up` runs everything locally, `muster serve <service>`
+//! runs one service for deployment, and the other commands operate a running Muster.
+
+mod cli;
+mod output;
+mod services;
+mod up;
+
+use clap::{Parser, Subcommand};
+
+use crate::cli::Connection;
+use crate::cli::policy_cmds::{self, DecideArgs, OrgsCmd, ParentsCmd, ProductsCmd, SettingsCmd};
+use crate::output::{Output, describe_error};
+
+/// Muster keeps an application's organizations in step with an identity provider.
+#[derive(Parser, Debug)]
+#[command(name = "muster", version, about, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    conn: Connection,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run every service locally (SQLite under --data-dir) with a demo org.
+    Up(up::UpArgs),
+    /// Run one service from a config file (for deployment).
+    Serve(services::ServeArgs),
+    /// Make caller tokens and their hashes.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Parent organizations.
+    #[command(subcommand)]
+    Parents(ParentsCmd),
+    /// Organizations.
+    #[command(subcommand)]
+    Orgs(OrgsCmd),
+    /// The product catalog.
+    #[command(subcommand)]
+    Products(ProductsCmd),
+    /// An org's provisioning settings.
+    #[command(subcommand)]
+    Settings(SettingsCmd),
+    /// Explain what policy decides for a made-up person.
+    Decide(DecideArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCmd {
+    /// A new random token and the hash to put in a service's `auth.token_sha256`.
+    New,
+    /// The hash of a token.
+    Hash {
+        /// The token.
+        token: String,
+    },
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let out = Output { json: cli.json };
+    let conn = cli.conn;
+    match cli.command {
+        Command::Up(args) => up::up(args, &conn.data_dir).await,
+        Command::Serve(args) => services::serve(args).await,
+        Command::Token(TokenCmd::New) => {
+            let token = muster_runtime::auth::generate_token();
+            let hash = muster_runtime::auth::hash_token(&token);
+            out.print(serde_json::json!({"token": token, "sha256": hash}), || {
+                format!("token:  {token}\nsha256: {hash}\n\nGive the token to the caller; put the sha256 in the service's auth.token_sha256.")
+            });
+            Ok(())
+        }
+        Command::Token(TokenCmd::Hash { token }) => {
+            println!("{}", muster_runtime::auth::hash_token(&token));
+            Ok(())
+        }
+        Command::Parents(cmd) => policy_cmds::parents(&conn, out, cmd).await,
+        Command::Orgs(cmd) => policy_cmds::orgs(&conn, out, cmd).await,
+        Command::Products(cmd) => policy_cmds::products(&conn, out, cmd).await,
+        Command::Settings(cmd) => policy_cmds::settings(&conn, out, cmd).await,
+        Command::Decide(args) => policy_cmds::decide(&conn, out, args).await,
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", describe_error(&err));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

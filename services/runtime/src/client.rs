@@ -58,10 +58,10 @@ impl tonic::service::Interceptor for CallCredentials {
         if let Some(value) = &self.authorization {
             request.metadata_mut().insert("authorization", value.clone());
         }
-        if let Some(ctx) = TraceContext::current() {
-            if let Ok(value) = MetadataValue::try_from(ctx.child_header()) {
-                request.metadata_mut().insert("traceparent", value);
-            }
+        if let Some(ctx) = TraceContext::current()
+            && let Ok(value) = MetadataValue::try_from(ctx.child_header())
+        {
+            request.metadata_mut().insert("traceparent", value);
         }
         Ok(request)
     }

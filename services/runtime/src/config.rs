@@ -90,8 +90,9 @@ impl<'de> Deserialize<'de> for Secret {
 }
 
 /// Loads a config: `T::default()`, overlaid by the TOML file (if given), overlaid by
-/// environment variables `{prefix}_{SECTION}__{KEY}` (double underscore between
-/// nesting levels, single underscores kept inside a key). Values in the environment
+/// environment variables `{prefix}__{SECTION}__{KEY}` (a double underscore after the
+/// prefix and between nesting levels; single underscores stay inside a key, so
+/// `MUSTER_POLICY__DATABASE__MAX_CONNECTIONS` sets `database.max_connections`). Values in the environment
 /// are read as TOML literals when they parse as one (`8`, `true`, `["a","b"]`) and as
 /// plain strings otherwise.
 pub fn load<T>(file: Option<&Path>, prefix: &str) -> Result<T, ConfigError>
@@ -117,7 +118,7 @@ where
         })?;
         merge(&mut merged, table);
     }
-    let var_prefix = format!("{prefix}_");
+    let var_prefix = format!("{prefix}__");
     for (var, raw) in env {
         let Some(rest) = var.strip_prefix(&var_prefix) else { continue };
         let keys: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
@@ -287,7 +288,7 @@ mod tests {
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "name = \"file\"\n[db]\nmax_connections = 3\n").unwrap();
         let cfg: Sample =
-            load_from(Some(&path), "MUSTER", &env(&[("MUSTER_DB__MAX_CONNECTIONS", "5"), ("OTHER_X", "1")])).unwrap();
+            load_from(Some(&path), "MUSTER", &env(&[("MUSTER__DB__MAX_CONNECTIONS", "5"), ("OTHER_X", "1")])).unwrap();
         assert_eq!(cfg.name, "file");
         assert_eq!(cfg.db.max_connections, 5);
         assert_eq!(cfg.listen.grpc, "127.0.0.1:50051");
@@ -300,13 +301,13 @@ mod tests {
         std::fs::write(&path, "[db]\nmax_conections = 3\n").unwrap();
         let err = load_from::<Sample>(Some(&path), "MUSTER", &env(&[])).unwrap_err();
         assert!(err.to_string().contains("max_conections"), "{err}");
-        let err = load_from::<Sample>(None, "MUSTER", &env(&[("MUSTER_LISTEN__GRCP", "x")])).unwrap_err();
+        let err = load_from::<Sample>(None, "MUSTER", &env(&[("MUSTER__LISTEN__GRCP", "x")])).unwrap_err();
         assert!(err.to_string().contains("grcp"), "{err}");
     }
 
     #[test]
     fn strings_that_are_not_toml_stay_strings() {
-        let cfg: Sample = load_from(None, "MUSTER", &env(&[("MUSTER_DB__URL", "postgres://u:pw@h/db")])).unwrap();
+        let cfg: Sample = load_from(None, "MUSTER", &env(&[("MUSTER__DB__URL", "postgres://u:pw@h/db")])).unwrap();
         assert_eq!(cfg.db.url.expose(), "postgres://u:pw@h/db");
     }
 

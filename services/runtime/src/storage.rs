@@ -175,15 +175,15 @@ impl Db {
     pub fn connect(url: &str, max_connections: u32) -> Result<Self, DbError> {
         let (backend, target) = parse_url(url)?;
         let shown = redact_url(url);
-        if backend == Backend::Sqlite {
-            if let Some(parent) = std::path::Path::new(&target).parent() {
-                if !parent.as_os_str().is_empty() && !parent.exists() {
-                    return Err(DbError::Unreachable {
-                        target: shown,
-                        message: format!("directory {} does not exist", parent.display()),
-                    });
-                }
-            }
+        if backend == Backend::Sqlite
+            && let Some(parent) = std::path::Path::new(&target).parent()
+            && !parent.as_os_str().is_empty()
+            && !parent.exists()
+        {
+            return Err(DbError::Unreachable {
+                target: shown,
+                message: format!("directory {} does not exist", parent.display()),
+            });
         }
         let factory = ConnectionFactory { backend, target: target.clone() };
         // Try once directly so the driver's own message reaches the operator; r2d2

@@ -137,10 +137,10 @@ pub fn scim_allowed(product: ProductKind, parent: ParentKind) -> Result<(), Viol
 /// Every rule `data` breaks for an org of `product` under a `parent` parent; empty when valid.
 pub fn validate(data: &SettingsData, product: &Product, parent: ParentKind) -> Vec<Violation> {
     let mut out = Vec::new();
-    if data.mode == Mode::Scim {
-        if let Err(v) = scim_allowed(product.kind, parent) {
-            out.push(v);
-        }
+    if data.mode == Mode::Scim
+        && let Err(v) = scim_allowed(product.kind, parent)
+    {
+        out.push(v);
     }
     if data.advanced_group_mapping && data.mode == Mode::Manual {
         out.push(Violation::new(

@@ -1,0 +1,92 @@
+//! Starting services from the binary: `muster serve <service>` for deployment, and
+//! the shared pieces `muster up` uses to run them all in one process.
+
+use std::future::Future;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use muster_runtime::metrics::RpcMetrics;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// The services the binary can run.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ServiceName {
+    /// Orgs, catalog, settings, decisions.
+    Policy,
+}
+
+/// `muster serve <service> --config FILE`
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Which service.
+    #[arg(value_enum)]
+    pub service: ServiceName,
+    /// TOML config file; `MUSTER_<SERVICE>__…` environment variables override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// A shutdown that many tasks can wait on.
+#[derive(Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// A shutdown fired by SIGTERM/SIGINT, and the sender that fires it by hand.
+    pub fn on_signal() -> (watch::Sender<bool>, Self) {
+        let (tx, rx) = watch::channel(false);
+        let signal_tx = tx.clone();
+        tokio::spawn(async move {
+            muster_runtime::shutdown_signal().await;
+            let _ = signal_tx.send(true);
+        });
+        (tx, Self(rx))
+    }
+
+    /// Completes when shutdown is asked for.
+    pub fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    }
+}
+
+/// Binds `addr`, naming it in the error.
+pub async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("cannot listen for {what} on {addr}"))
+}
+
+/// Serves metrics on `addr` (when not empty) until shutdown.
+pub async fn spawn_metrics(addr: &str, metrics: RpcMetrics, shutdown: &Shutdown) -> anyhow::Result<()> {
+    if addr.is_empty() {
+        return Ok(());
+    }
+    let listener = bind(addr, "metrics").await?;
+    let stop = shutdown.wait();
+    tokio::spawn(async move {
+        if let Err(e) = metrics.serve(listener, stop).await {
+            tracing::error!(error = %e, "metrics server failed");
+        }
+    });
+    Ok(())
+}
+
+/// Runs one service until SIGTERM/SIGINT.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    match args.service {
+        ServiceName::Policy => {
+            let config: muster_policy::PolicyConfig =
+                muster_runtime::config::load(args.config.as_deref(), "MUSTER_POLICY").context("policy config")?;
+            muster_runtime::telemetry::init(&config.log);
+            let (_tx, shutdown) = Shutdown::on_signal();
+            let metrics = RpcMetrics::new();
+            spawn_metrics(&config.listen.metrics, metrics.clone(), &shutdown).await?;
+            let listener = bind(&config.listen.grpc, "policy gRPC").await?;
+            tracing::info!(addr = %config.listen.grpc, "policy listening");
+            muster_policy::run(config, listener, shutdown.wait(), metrics).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! `muster up`: every service in one process on local SQLite files, with an admin
+//! token and, on first run, a demo organization to explore.
+
+use std::path::Path;
+
+use anyhow::Context;
+use clap::Args;
+use muster_proto::common::v1 as common;
+use muster_proto::policy::v1 as pb;
+use muster_runtime::auth::{generate_token, hash_token};
+use muster_runtime::client::{PolicyClient, channel};
+use muster_runtime::config::{AuthConfig, DatabaseConfig, ListenConfig, LogConfig};
+use muster_runtime::metrics::RpcMetrics;
+
+use crate::cli::token_file;
+use crate::services::{Shutdown, bind, spawn_metrics};
+
+/// `muster up`
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Policy's gRPC address.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub policy_addr: String,
+    /// Prometheus metrics address (all services of this process).
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub metrics_addr: String,
+    /// Do not create the demo organization on first run.
+    #[arg(long)]
+    pub no_demo: bool,
+}
+
+/// Reads the admin token, creating it (readable by the owner only) on first run.
+fn admin_token(data_dir: &Path) -> anyhow::Result<String> {
+    let path = token_file(data_dir);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let token = text.trim().to_string();
+        if !token.is_empty() {
+            return Ok(token);
+        }
+    }
+    let token = generate_token();
+    std::fs::write(&path, format!("{token}\n")).with_context(|| format!("cannot write {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(token)
+}
+
+async fn wait_serving(url: &str, service: &str) -> anyhow::Result<()> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let mut health = HealthClient::new(channel(url, "", std::time::Duration::from_secs(60))?);
+    let mut stream = health.watch(HealthCheckRequest { service: service.into() }).await?.into_inner();
+    while let Some(msg) = stream.message().await? {
+        if msg.status == ServingStatus::Serving as i32 {
+            return Ok(());
+        }
+    }
+    anyhow::bail!("{service} stopped before it was ready")
+}
+
+/// Creates the demo parent and org when policy has no parent orgs yet.
+async fn seed_demo(policy: &mut PolicyClient) -> anyhow::Result<Option<(pb::ParentOrg, pb::Org)>> {
+    let existing = policy.list_parent_orgs(pb::ListParentOrgsRequest { page_size: 1, page_token: String::new() }).await?;
+    if !existing.into_inner().parent_orgs.is_empty() {
+        return Ok(None);
+    }
+    let parent = policy
+        .create_parent_org(pb::CreateParentOrgRequest { name: "Acme".into(), kind: pb::ParentKind::Enterprise as i32 })
+        .await?
+        .into_inner();
+    let org = policy
+        .create_org(pb::CreateOrgRequest {
+            parent_id: parent.id.clone(),
+            name: "Acme Enterprise".into(),
+            product: pb::ProductKind::ClaudeEnterpriseSeat as i32,
+        })
+        .await?
+        .into_inner();
+    let named = |name: &str| common::GroupRef { id: String::new(), name: name.into() };
+    policy
+        .update_settings(pb::UpdateSettingsRequest {
+            org_id: org.id.clone(),
+            expected_version: 0,
+            settings: Some(pb::SettingsInput {
+                mode: pb::ProvisioningMode::Jit as i32,
+                advanced_group_mapping: true,
+                role_mappings: vec![
+                    pb::RoleMapping { role: "Owner".into(), groups: vec![named("acme-owners")] },
+                    pb::RoleMapping { role: "Admin".into(), groups: vec![named("acme-admins")] },
+                    pb::RoleMapping { role: "User".into(), groups: vec![named("acme-everyone")] },
+                ],
+                seat_tier_mappings: vec![pb::SeatTierMapping {
+                    seat_tier: "Premium".into(),
+                    groups: vec![named("acme-engineering")],
+                }],
+            }),
+            actor: Some(common::Actor { kind: Some(common::actor::Kind::System("demo".into())) }),
+        })
+        .await?;
+    Ok(Some((parent, org)))
+}
+
+/// Runs `muster up` until Ctrl-C.
+pub async fn up(args: UpArgs, data_dir: &Path) -> anyhow::Result<()> {
+    muster_runtime::telemetry::init(&LogConfig { level: "warn,muster=info".into(), ..Default::default() });
+    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let token = admin_token(data_dir)?;
+    let auth = AuthConfig { token_sha256: vec![hash_token(&token)] };
+    let (_stop, shutdown) = Shutdown::on_signal();
+    let metrics = RpcMetrics::new();
+    spawn_metrics(&args.metrics_addr, metrics.clone(), &shutdown).await?;
+
+    let policy_config = muster_policy::PolicyConfig {
+        listen: ListenConfig { grpc: args.policy_addr.clone(), metrics: String::new(), request_timeout_secs: 30 },
+        database: DatabaseConfig {
+            url: muster_runtime::Secret::new(format!("sqlite://{}", data_dir.join("policy.db").display())),
+            max_connections: 8,
+        },
+        auth: auth.clone(),
+        ..Default::default()
+    };
+    let listener = bind(&args.policy_addr, "policy gRPC").await?;
+    let policy_url = format!("http://{}", listener.local_addr()?);
+    let policy_task = tokio::spawn(muster_policy::run(policy_config, listener, shutdown.wait(), metrics.clone()));
+    wait_serving(&policy_url, muster_policy::GRPC_NAME).await?;
+
+    let mut policy = PolicyClient::new(channel(&policy_url, &token, std::time::Duration::from_secs(30))?);
+    let demo = if args.no_demo { None } else { seed_demo(&mut policy).await? };
+
+    println!("Muster is up. Data: {}", data_dir.display());
+    println!("  policy       {policy_url}   (muster.policy.v1.PolicyService)");
+    if !args.metrics_addr.is_empty() {
+        println!("  metrics      http://{}/metrics", args.metrics_addr);
+    }
+    println!("  admin token  {token}");
+    println!("               (also in {}; commands run from here pick it up)", token_file(data_dir).display());
+    if let Some((parent, org)) = demo {
+        println!();
+        println!("Demo: parent org \"{}\" ({}) with org \"{}\" ({})", parent.name, parent.id, org.name, org.id);
+        println!("      in jit mode with advanced group mapping. Try:");
+        println!("  muster settings show {}", org.id);
+        println!("  muster decide --org {} --group acme-admins --group acme-engineering", org.id);
+    }
+    println!();
+    println!("Ctrl-C stops.");
+
+    policy_task.await.context("policy task")??;
+    Ok(())
+}
