@@ -1,0 +1,194 @@
+//! The pull contract: what a connector implements and how a pull is driven.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tracing::{info, warn};
+
+use crate::error::ConnectorError;
+use crate::model::{Cursor, Page};
+use crate::sink::{DirectorySink, PullEnd, PullKind};
+
+/// What to pull.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PullMode {
+    /// A full listing of the directory's scope.
+    Refresh,
+    /// The changes since `cursor` (returned by an earlier pull).
+    Resume { cursor: Cursor },
+}
+
+/// What a connector can do, so the kit knows what to expect of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The connector has a change feed: `Resume` reads only what changed.
+    /// Without one, `Resume` answers [`ConnectorError::ResyncRequired`] and
+    /// [`run_pull`] does a full listing instead.
+    pub incremental: bool,
+}
+
+/// The answer of a successful connection test.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckReport {
+    /// One line for the operator, e.g. `okta app "Muster" reachable, users and groups readable`.
+    pub summary: String,
+}
+
+/// A pull connector: one IdP's management API turned into pages of the
+/// normalized model. Implementations hold their config, HTTP client and
+/// clock; they never hold a whole directory in memory and never decide that
+/// a listing is complete: they return, and [`run_pull`] reports it.
+#[async_trait]
+pub trait PullConnector: Send + Sync {
+    /// `okta`, `entra`, `google`, …
+    fn kind(&self) -> &'static str;
+    fn capabilities(&self) -> Capabilities;
+    /// Tests the credentials and the configured scope with a few cheap
+    /// requests. The error says what is wrong: [`ConnectorError::Unauthorized`]
+    /// (bad token or key), [`ConnectorError::Forbidden`] (missing scope or
+    /// role), [`ConnectorError::NotFound`] (unknown app, group, org unit).
+    async fn check(&self) -> Result<CheckReport, ConnectorError>;
+    /// Pulls into `out`, page by page. Returns the cursor for the next
+    /// `Resume` (none when the connector has no change feed).
+    async fn pull(&self, mode: &PullMode, out: &mut PageWriter<'_>) -> Result<Option<Cursor>, ConnectorError>;
+}
+
+/// The only door from a connector to the sink: it forwards pages and counts
+/// them; it cannot report a listing complete.
+pub struct PageWriter<'a> {
+    sink: &'a mut dyn DirectorySink,
+    pages: usize,
+    users: usize,
+    groups: usize,
+}
+
+impl<'a> PageWriter<'a> {
+    pub fn new(sink: &'a mut dyn DirectorySink) -> Self {
+        Self { sink, pages: 0, users: 0, groups: 0 }
+    }
+
+    /// Hands one page to the sink. Empty pages without a checkpoint are skipped.
+    pub async fn write(&mut self, page: Page) -> Result<(), ConnectorError> {
+        if page.is_empty() && page.checkpoint.is_none() {
+            return Ok(());
+        }
+        self.pages += 1;
+        self.users += page.users.len();
+        self.groups += page.groups.len();
+        self.sink.page(page).await?;
+        Ok(())
+    }
+
+    pub fn pages(&self) -> usize {
+        self.pages
+    }
+
+    pub fn users(&self) -> usize {
+        self.users
+    }
+}
+
+/// Options of one pull.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PullOptions {
+    /// Accept a full listing with no user as "the directory is empty". Off by
+    /// default: an empty answer is far more often a scope or permission
+    /// mistake than a real empty directory.
+    pub allow_empty_listing: bool,
+}
+
+/// What a pull did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullOutcome {
+    /// Whether a full listing was done (asked for, or after an expired cursor).
+    pub full_listing: bool,
+    /// True when a `Resume` had to fall back to a full listing.
+    pub resynced: bool,
+    /// The cursor to store for the next pull.
+    pub cursor: Option<Cursor>,
+    pub pages: usize,
+    pub users: usize,
+}
+
+/// Drives one pull of `connector` into `sink`: the entry point directory-sync
+/// calls. A `Resume` whose cursor is refused falls back to a full listing. A
+/// full listing is reported complete only when the connector returned
+/// without error and (unless allowed) saw at least one user; a failed,
+/// partial or empty listing never removes anything.
+pub async fn run_pull(
+    connector: &dyn PullConnector,
+    mode: PullMode,
+    sink: &mut dyn DirectorySink,
+    options: &PullOptions,
+) -> Result<PullOutcome, ConnectorError> {
+    let mut resynced = false;
+    if let PullMode::Resume { .. } = &mode {
+        sink.begin(PullKind::Changes).await?;
+        let mut writer = PageWriter::new(sink);
+        match connector.pull(&mode, &mut writer).await {
+            Ok(Some(cursor)) => {
+                let (pages, users) = (writer.pages, writer.users);
+                sink.finish(PullEnd::ChangesApplied { cursor: cursor.clone() }).await?;
+                info!(connector = connector.kind(), pages, users, "change feed applied");
+                return Ok(PullOutcome { full_listing: false, resynced: false, cursor: Some(cursor), pages, users });
+            }
+            Ok(None) => {
+                warn!(connector = connector.kind(), "change feed returned no cursor; doing a full listing");
+                resynced = true;
+            }
+            Err(e) if e.requires_resync() => {
+                warn!(connector = connector.kind(), reason = %e, "cursor refused; doing a full listing");
+                resynced = true;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    sink.begin(PullKind::Listing).await?;
+    let mut writer = PageWriter::new(sink);
+    let cursor = connector.pull(&PullMode::Refresh, &mut writer).await?;
+    let (pages, users) = (writer.pages, writer.users);
+    if users == 0 && !options.allow_empty_listing {
+        warn!(connector = connector.kind(), "full listing returned no users; not reporting it complete");
+        return Err(ConnectorError::EmptyListing);
+    }
+    sink.finish(PullEnd::ListingComplete { cursor: cursor.clone() }).await?;
+    info!(connector = connector.kind(), pages, users, resynced, "full listing complete");
+    Ok(PullOutcome { full_listing: true, resynced, cursor, pages, users })
+}
+
+/// Chooses the next pull: a full listing when there is no cursor or the
+/// last full listing is older than `full_listing_every` (to catch drift a
+/// change feed never reports), otherwise the change feed.
+pub fn plan_pull(
+    cursor: Option<Cursor>,
+    last_full_listing: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    full_listing_every: Duration,
+) -> PullMode {
+    let stale = match last_full_listing {
+        None => true,
+        Some(at) => now.signed_duration_since(at).to_std().map(|age| age >= full_listing_every).unwrap_or(false),
+    };
+    match cursor {
+        Some(cursor) if !stale => PullMode::Resume { cursor },
+        _ => PullMode::Refresh,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_prefers_the_feed_until_a_full_listing_is_due() {
+        let now = Utc::now();
+        let c = Cursor::new("c");
+        let day = Duration::from_secs(86_400);
+        assert_eq!(plan_pull(None, Some(now), now, day), PullMode::Refresh);
+        assert_eq!(plan_pull(Some(c.clone()), None, now, day), PullMode::Refresh);
+        assert_eq!(plan_pull(Some(c.clone()), Some(now), now, day), PullMode::Resume { cursor: c.clone() });
+        let old = now - chrono::Duration::days(2);
+        assert_eq!(plan_pull(Some(c), Some(old), now, day), PullMode::Refresh);
+    }
+}
