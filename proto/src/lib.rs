@@ -23,3 +23,11 @@ pub mod policy {
         tonic::include_proto!("muster.policy.v1");
     }
 }
+
+/// Members, seats, logins, audit and events (`muster.membership.v1`).
+pub mod membership {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("muster.membership.v1");
+    }
+}
