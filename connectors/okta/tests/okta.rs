@@ -1,0 +1,179 @@
+//! The Okta connector against its fake org: the conformance kit (API token,
+//! whole org; service app, one app) and Okta-specific behaviour.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod fake;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use fake::{API_TOKEN, APP_ID, CLIENT_ID, OktaFake};
+use muster_connector::conformance::{FakeDirectory, FakeUser, run_conformance};
+use muster_connector::{
+    ConnectorError, HttpSettings, ManualClock, MemorySink, PullConnector, PullMode, PullOptions, SecretRef, run_pull,
+};
+use muster_connector_okta::{OktaAuth, OktaConfig, OktaConnector};
+
+fn clock() -> Arc<ManualClock> {
+    // Near the real time: the fake checks assertion expiry with the wall clock.
+    Arc::new(ManualClock::new(Utc::now()))
+}
+
+struct Secrets {
+    _dir: tempfile::TempDir,
+    token: SecretRef,
+    key: SecretRef,
+}
+
+fn secrets() -> Secrets {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("okta-token");
+    std::fs::write(&token, format!("{API_TOKEN}\n")).unwrap();
+    let key = dir.path().join("okta-key.pem");
+    std::fs::write(&key, include_str!("test-key.pem")).unwrap();
+    Secrets { token: SecretRef::File(token), key: SecretRef::File(key), _dir: dir }
+}
+
+fn config(fake: &OktaFake, auth: OktaAuth, app: bool) -> OktaConfig {
+    OktaConfig {
+        org_url: fake.base.clone(),
+        auth,
+        app_id: app.then(|| APP_ID.to_owned()),
+        page_size: 200,
+        log_retention_days: 90,
+        http: HttpSettings::default(),
+    }
+}
+
+#[tokio::test]
+async fn conformance_whole_org_with_api_token() {
+    let clock = clock();
+    let fake = OktaFake::start(3, false, clock.clone()).await;
+    let s = secrets();
+    let cfg = config(&fake, OktaAuth::ApiToken { token: s.token.clone() }, false);
+    let c = clock.clone();
+    let connect = move || Box::new(OktaConnector::new(cfg.clone(), c.clone()).unwrap()) as Box<dyn PullConnector>;
+    let report = run_conformance(&fake, &clock, &connect).await.unwrap();
+    assert_eq!(report.passed.len(), 11);
+    // Paging followed the Link headers, and DEPROVISIONED users were asked for by filter.
+    let requests = fake.requests();
+    assert!(requests.iter().any(|r| r.contains("/api/v1/users?") && r.contains("after=")));
+    assert!(requests.iter().any(|r| r.contains("DEPROVISIONED")));
+    assert!(requests.iter().any(|r| r.contains("/api/v1/logs?") && r.contains("sortOrder=ASCENDING")));
+}
+
+#[tokio::test]
+async fn conformance_one_app_with_service_app_private_key_jwt() {
+    let clock = clock();
+    let fake = OktaFake::start(2, true, clock.clone()).await;
+    let s = secrets();
+    let auth =
+        OktaAuth::PrivateKeyJwt { client_id: CLIENT_ID.into(), private_key: s.key.clone(), key_id: None, scopes: None };
+    let cfg = config(&fake, auth, true);
+    let c = clock.clone();
+    let connect = move || Box::new(OktaConnector::new(cfg.clone(), c.clone()).unwrap()) as Box<dyn PullConnector>;
+    run_conformance(&fake, &clock, &connect).await.unwrap();
+    assert!(fake.requests().iter().any(|r| r.contains("/api/v1/apps/0oaapp456/users?") && r.contains("expand=user")));
+}
+
+#[tokio::test]
+async fn unassigning_a_user_from_the_app_removes_them() {
+    let clock = clock();
+    let fake = OktaFake::start(50, true, clock.clone()).await;
+    let s = secrets();
+    let cfg = config(&fake, OktaAuth::ApiToken { token: s.token.clone() }, true);
+    let solo = fake.create_user(&FakeUser {
+        user_name: "solo@example.com".into(),
+        given_name: "So".into(),
+        family_name: "Lo".into(),
+        active: true,
+    });
+    let other = fake.create_user(&FakeUser {
+        user_name: "other@example.com".into(),
+        given_name: "Ot".into(),
+        family_name: "Her".into(),
+        active: true,
+    });
+    let connector = OktaConnector::new(cfg, clock.clone()).unwrap();
+    let mut sink = MemorySink::new();
+    let outcome = run_pull(&connector, PullMode::Refresh, &mut sink, &PullOptions::default()).await.unwrap();
+    assert_eq!(sink.users.len(), 2);
+    fake.unassign_user(&solo);
+    let mode = PullMode::Resume { cursor: outcome.cursor.unwrap() };
+    run_pull(&connector, mode, &mut sink, &PullOptions::default()).await.unwrap();
+    assert_eq!(sink.users.keys().collect::<Vec<_>>(), vec![&other]);
+}
+
+#[tokio::test]
+async fn exhausted_rate_limit_window_is_waited_out_before_a_429() {
+    let clock = clock();
+    let fake = OktaFake::start(2, false, clock.clone()).await;
+    let s = secrets();
+    for i in 0..5 {
+        fake.create_user(&FakeUser {
+            user_name: format!("u{i}@example.com"),
+            given_name: "G".into(),
+            family_name: "F".into(),
+            active: true,
+        });
+    }
+    fake.set_remaining(0);
+    let connector =
+        OktaConnector::new(config(&fake, OktaAuth::ApiToken { token: s.token.clone() }, false), clock.clone()).unwrap();
+    let mut sink = MemorySink::new();
+    run_pull(&connector, PullMode::Refresh, &mut sink, &PullOptions::default()).await.unwrap();
+    assert_eq!(sink.users.len(), 5);
+    // Every request after the first waited for X-Rate-Limit-Reset (45 s ahead).
+    assert!(!clock.sleeps().is_empty());
+    assert!(
+        clock.sleeps().iter().all(|d| *d > Duration::from_secs(44) && *d <= Duration::from_secs(45)),
+        "{:?}",
+        clock.sleeps()
+    );
+}
+
+#[tokio::test]
+async fn check_names_an_unknown_app_and_a_missing_scope() {
+    let clock = clock();
+    let fake = OktaFake::start(5, false, clock.clone()).await;
+    let s = secrets();
+    let connector =
+        OktaConnector::new(config(&fake, OktaAuth::ApiToken { token: s.token.clone() }, true), clock.clone()).unwrap();
+    let err = connector.check().await.unwrap_err();
+    assert!(matches!(err, ConnectorError::NotFound(ref d) if d.contains(APP_ID)), "{err}");
+
+    let auth = OktaAuth::PrivateKeyJwt {
+        client_id: CLIENT_ID.into(),
+        private_key: s.key.clone(),
+        key_id: None,
+        scopes: Some(vec!["okta.users.read".into(), "okta.users.manage".into()]),
+    };
+    let connector = OktaConnector::new(config(&fake, auth, false), clock.clone()).unwrap();
+    let err = connector.check().await.unwrap_err();
+    assert!(matches!(err, ConnectorError::Forbidden(ref d) if d.contains("invalid_scope")), "{err}");
+
+    let bad = OktaConfig {
+        auth: OktaAuth::ApiToken { token: SecretRef::File("/nonexistent/okta".into()) },
+        ..config(&fake, OktaAuth::ApiToken { token: s.token.clone() }, false)
+    };
+    let err = OktaConnector::new(bad, clock.clone()).unwrap_err();
+    assert!(matches!(err, ConnectorError::Secret { .. }), "{err}");
+}
+
+#[test]
+fn config_is_strict_and_keeps_secrets_by_reference() {
+    let toml_like = serde_json::json!({
+        "org_url": "https://acme.okta.com",
+        "auth": {"type": "private_key_jwt", "client_id": "0oa1", "private_key": {"file": "/run/secrets/okta.pem"}},
+        "app_id": "0oa2",
+    });
+    let cfg: OktaConfig = serde_json::from_value(toml_like).unwrap();
+    assert_eq!(cfg.page_size, 200);
+    let unknown =
+        serde_json::json!({"org_url": "https://a", "auth": {"type": "api_token", "token": {"env": "T"}}, "tokn": 1});
+    assert!(serde_json::from_value::<OktaConfig>(unknown).is_err());
+    let inline = serde_json::json!({"org_url": "https://a", "auth": {"type": "api_token", "token": "00abc"}});
+    assert!(serde_json::from_value::<OktaConfig>(inline).is_err());
+}
