@@ -4,8 +4,12 @@
 
 use std::path::PathBuf;
 
-const FILES: &[&str] =
-    &["muster/common/v1/common.proto", "muster/policy/v1/policy.proto", "muster/membership/v1/membership.proto"];
+const FILES: &[&str] = &[
+    "muster/common/v1/common.proto",
+    "muster/policy/v1/policy.proto",
+    "muster/membership/v1/membership.proto",
+    "muster/directory/v1/directory.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);

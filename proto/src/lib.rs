@@ -31,3 +31,11 @@ pub mod membership {
         tonic::include_proto!("muster.membership.v1");
     }
 }
+
+/// Directories, mirror, sync runs, previews and directory events (`muster.directory.v1`).
+pub mod directory {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("muster.directory.v1");
+    }
+}
