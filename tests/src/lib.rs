@@ -8,8 +8,8 @@ use std::sync::OnceLock;
 
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use muster_runtime::auth::{generate_token, hash_token};
-use muster_runtime::client::{AuthedChannel, PolicyClient, channel};
-use muster_runtime::config::{AuthConfig, DatabaseConfig, ListenConfig};
+use muster_runtime::client::{AuthedChannel, MembershipClient, PolicyClient, channel};
+use muster_runtime::config::{AuthConfig, DatabaseConfig, ListenConfig, UpstreamConfig};
 use muster_runtime::metrics::RpcMetrics;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -141,6 +141,11 @@ pub struct TestCluster {
     /// Policy.
     pub policy: Option<RunningService>,
     policy_db: TestDb,
+    /// Policy's address, kept across restarts so other services can find it again.
+    policy_addr: Option<std::net::SocketAddr>,
+    /// Membership.
+    pub membership: Option<RunningService>,
+    membership_db: TestDb,
 }
 
 impl TestCluster {
@@ -149,8 +154,11 @@ impl TestCluster {
         let token = generate_token();
         let metrics = RpcMetrics::new();
         let policy_db = TestDb::create(kind, "policy");
-        let mut cluster = Self { kind, token, metrics, policy: None, policy_db };
+        let membership_db = TestDb::create(kind, "membership");
+        let mut cluster =
+            Self { kind, token, metrics, policy: None, policy_db, policy_addr: None, membership: None, membership_db };
         cluster.start_policy().await;
+        cluster.start_membership().await;
         cluster
     }
 
@@ -168,9 +176,11 @@ impl TestCluster {
         }
     }
 
-    /// (Re)starts policy on its database.
+    /// (Re)starts policy on its database, on the same port as before if it ran already.
     pub async fn start_policy(&mut self) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = self.policy_addr.map(|a| a.to_string()).unwrap_or_else(|| "127.0.0.1:0".into());
+        let listener = TcpListener::bind(&addr).await.unwrap();
+        self.policy_addr = Some(listener.local_addr().unwrap());
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, shutdown) = stopper();
         let config = self.policy_config();
@@ -178,6 +188,51 @@ impl TestCluster {
         let task = tokio::spawn(async move { Ok(muster_policy::run(config, listener, shutdown, metrics).await?) });
         wait_serving(&url, muster_policy::GRPC_NAME).await;
         self.policy = Some(RunningService { url, stop, task });
+    }
+
+    /// Membership's config for this cluster.
+    pub fn membership_config(&self) -> muster_membership::MembershipConfig {
+        let policy_addr = self.policy_addr.expect("policy started first");
+        muster_membership::MembershipConfig {
+            listen: ListenConfig { grpc: "127.0.0.1:0".into(), metrics: String::new(), request_timeout_secs: 30 },
+            database: DatabaseConfig { url: muster_runtime::Secret::new(self.membership_db.url()), max_connections: 4 },
+            auth: self.auth(),
+            policy: UpstreamConfig {
+                url: format!("http://{policy_addr}"),
+                token: muster_runtime::Secret::new(self.token.clone()),
+                timeout_ms: 5_000,
+            },
+            ..Default::default()
+        }
+    }
+
+    /// (Re)starts membership on its database.
+    pub async fn start_membership(&mut self) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, shutdown) = stopper();
+        let config = self.membership_config();
+        let metrics = self.metrics.clone();
+        let task = tokio::spawn(async move { Ok(muster_membership::run(config, listener, shutdown, metrics).await?) });
+        wait_serving(&url, muster_membership::GRPC_NAME).await;
+        self.membership = Some(RunningService { url, stop, task });
+    }
+
+    /// Stops policy (to test what others do without it).
+    pub async fn stop_policy(&mut self) {
+        if let Some(p) = self.policy.take() {
+            p.stop().await.unwrap();
+        }
+    }
+
+    /// Membership's URL.
+    pub fn membership_url(&self) -> &str {
+        &self.membership.as_ref().expect("membership running").url
+    }
+
+    /// An authenticated membership client.
+    pub fn membership(&self) -> MembershipClient {
+        MembershipClient::new(self.channel(self.membership_url()))
     }
 
     /// Policy's URL.
@@ -197,6 +252,9 @@ impl TestCluster {
 
     /// Stops every service.
     pub async fn stop(mut self) {
+        if let Some(m) = self.membership.take() {
+            m.stop().await.unwrap();
+        }
         if let Some(p) = self.policy.take() {
             p.stop().await.unwrap();
         }

@@ -94,6 +94,15 @@ pub fn policy_client(cfg: &UpstreamConfig) -> Result<PolicyClient, ClientError> 
     Ok(PolicyClient::new(upstream_channel(cfg)?))
 }
 
+/// A membership service client.
+pub type MembershipClient =
+    muster_proto::membership::v1::membership_service_client::MembershipServiceClient<AuthedChannel>;
+
+/// A membership client for `cfg`.
+pub fn membership_client(cfg: &UpstreamConfig) -> Result<MembershipClient, ClientError> {
+    Ok(MembershipClient::new(upstream_channel(cfg)?))
+}
+
 /// How often to retry an UNAVAILABLE call.
 #[derive(Clone, Copy, Debug)]
 pub struct RetryPolicy {

@@ -1,0 +1,633 @@
+//! [`Ledger`] and the reads of membership on diesel: one code base for SQLite and
+//! PostgreSQL.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::Text;
+use muster_runtime::{Db, DbConnection};
+
+use super::schema::{apply_keys, audit_log, identity_links, member_events, members, seats, users};
+use super::{AuditRecord, EventRecord, Ledger};
+use crate::domain::member::{Member, Source, Status, User};
+use crate::domain::seats::{SeatLedger, TierSeats};
+use crate::error::MembershipError;
+
+/// Every event insert takes this PostgreSQL advisory lock, held to commit, so that
+/// sequence numbers are handed out in commit order and a watcher never skips an
+/// event that commits after a later-numbered one.
+const EVENTS_LOCK: i64 = 7_202_612;
+
+#[derive(Queryable, Insertable, Clone)]
+#[diesel(table_name = users)]
+struct UserRow {
+    id: String,
+    email: String,
+    display_name: String,
+    created_at: NaiveDateTime,
+}
+
+#[derive(Queryable, Insertable, Clone)]
+#[diesel(table_name = members)]
+struct MemberRow {
+    id: String,
+    org_id: String,
+    user_id: String,
+    role: String,
+    seat_tier: Option<String>,
+    wanted_seat_tier: Option<String>,
+    status: String,
+    source: String,
+    directory_id: Option<String>,
+    version: i64,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = audit_log)]
+struct NewAudit<'a> {
+    org_id: &'a str,
+    user_id: &'a str,
+    member_id: &'a str,
+    action: &'a str,
+    actor: &'a str,
+    reasons: String,
+    before_json: &'a str,
+    after_json: &'a str,
+    created_at: NaiveDateTime,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = member_events)]
+struct NewEvent<'a> {
+    event_type: &'a str,
+    org_id: &'a str,
+    payload: &'a str,
+    created_at: NaiveDateTime,
+}
+
+type AuditRow = (i64, String, String, String, String, String, String, String, String, NaiveDateTime);
+type EventRow = (i64, String, String, String, NaiveDateTime);
+
+/// Now, at the microsecond precision both backends store.
+pub fn now() -> DateTime<Utc> {
+    let t = Utc::now();
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+fn user_from(r: UserRow) -> User {
+    User { id: r.id, email: r.email, display_name: r.display_name }
+}
+
+fn member_from(r: MemberRow, user: User) -> Result<Member, MembershipError> {
+    let corrupt = |what: &str| MembershipError::Corrupt(format!("member {}: {what}", r.id));
+    Ok(Member {
+        status: Status::from_name(&r.status).ok_or_else(|| corrupt("status"))?,
+        source: Source::from_name(&r.source).ok_or_else(|| corrupt("source"))?,
+        id: r.id,
+        org_id: r.org_id,
+        user,
+        role: r.role,
+        seat_tier: r.seat_tier,
+        wanted_seat_tier: r.wanted_seat_tier,
+        directory_id: r.directory_id,
+        version: r.version,
+        created_at: r.created_at.and_utc(),
+        updated_at: r.updated_at.and_utc(),
+    })
+}
+
+fn row_of(m: &Member) -> MemberRow {
+    MemberRow {
+        id: m.id.clone(),
+        org_id: m.org_id.clone(),
+        user_id: m.user.id.clone(),
+        role: m.role.clone(),
+        seat_tier: m.seat_tier.clone(),
+        wanted_seat_tier: m.wanted_seat_tier.clone(),
+        status: m.status.name().to_string(),
+        source: m.source.name().to_string(),
+        directory_id: m.directory_id.clone(),
+        version: m.version,
+        created_at: m.created_at.naive_utc(),
+        updated_at: m.updated_at.naive_utc(),
+    }
+}
+
+fn load_members(conn: &mut DbConnection, rows: Vec<(MemberRow, UserRow)>) -> Result<Vec<Member>, MembershipError> {
+    let _ = conn;
+    rows.into_iter().map(|(m, u)| member_from(m, user_from(u))).collect()
+}
+
+fn audit_from(r: AuditRow) -> AuditRecord {
+    let (id, org_id, user_id, member_id, action, actor, reasons, before_json, after_json, at) = r;
+    AuditRecord {
+        id,
+        org_id,
+        user_id,
+        member_id,
+        action,
+        actor,
+        reasons: serde_json::from_str(&reasons).unwrap_or_default(),
+        before_json,
+        after_json,
+        at: at.and_utc(),
+    }
+}
+
+/// The [`Ledger`] of one open transaction.
+pub struct SqlLedger<'a> {
+    conn: &'a mut DbConnection,
+}
+
+impl Ledger for SqlLedger<'_> {
+    fn lock_org(&mut self, org_id: &str) -> Result<(), MembershipError> {
+        // SQLite: writers are already serialised (one writer, and Db::write queues ours).
+        if let DbConnection::Postgres(pg) = self.conn {
+            diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind::<Text, _>(org_id)
+                .execute(pg)?;
+        }
+        Ok(())
+    }
+
+    fn user_by_email(&mut self, email: &str) -> Result<Option<User>, MembershipError> {
+        Ok(users::table.filter(users::email.eq(email)).first::<UserRow>(self.conn).optional()?.map(user_from))
+    }
+
+    fn user_by_link(&mut self, directory_id: &str, external_id: &str) -> Result<Option<User>, MembershipError> {
+        Ok(identity_links::table
+            .inner_join(users::table)
+            .filter(identity_links::directory_id.eq(directory_id))
+            .filter(identity_links::external_id.eq(external_id))
+            .select((users::id, users::email, users::display_name, users::created_at))
+            .first::<UserRow>(self.conn)
+            .optional()?
+            .map(user_from))
+    }
+
+    fn insert_user(&mut self, user: &User) -> Result<(), MembershipError> {
+        diesel::insert_into(users::table)
+            .values(UserRow {
+                id: user.id.clone(),
+                email: user.email.clone(),
+                display_name: user.display_name.clone(),
+                created_at: now().naive_utc(),
+            })
+            .execute(self.conn)?;
+        Ok(())
+    }
+
+    fn link(&mut self, directory_id: &str, external_id: &str, user_id: &str) -> Result<(), MembershipError> {
+        let existing: Option<String> = identity_links::table
+            .filter(identity_links::directory_id.eq(directory_id))
+            .filter(identity_links::external_id.eq(external_id))
+            .select(identity_links::user_id)
+            .first(self.conn)
+            .optional()?;
+        if existing.is_none() {
+            diesel::insert_into(identity_links::table)
+                .values((
+                    identity_links::directory_id.eq(directory_id),
+                    identity_links::external_id.eq(external_id),
+                    identity_links::user_id.eq(user_id),
+                ))
+                .execute(self.conn)?;
+        }
+        Ok(())
+    }
+
+    fn member(&mut self, org_id: &str, member_id: &str) -> Result<Option<Member>, MembershipError> {
+        let row = members::table
+            .inner_join(users::table)
+            .filter(members::org_id.eq(org_id))
+            .filter(members::id.eq(member_id))
+            .first::<(MemberRow, UserRow)>(self.conn)
+            .optional()?;
+        row.map(|(m, u)| member_from(m, user_from(u))).transpose()
+    }
+
+    fn member_of_user(&mut self, org_id: &str, user: &User) -> Result<Option<Member>, MembershipError> {
+        let row = members::table
+            .filter(members::org_id.eq(org_id))
+            .filter(members::user_id.eq(&user.id))
+            .first::<MemberRow>(self.conn)
+            .optional()?;
+        row.map(|m| member_from(m, user.clone())).transpose()
+    }
+
+    fn insert_member(&mut self, member: &Member) -> Result<(), MembershipError> {
+        diesel::insert_into(members::table).values(row_of(member)).execute(self.conn)?;
+        Ok(())
+    }
+
+    fn save_member(&mut self, member: &Member, expected_version: i64) -> Result<bool, MembershipError> {
+        let r = row_of(member);
+        let n =
+            diesel::update(members::table.filter(members::id.eq(&r.id)).filter(members::version.eq(expected_version)))
+                .set((
+                    members::role.eq(&r.role),
+                    members::seat_tier.eq(&r.seat_tier),
+                    members::wanted_seat_tier.eq(&r.wanted_seat_tier),
+                    members::status.eq(&r.status),
+                    members::source.eq(&r.source),
+                    members::directory_id.eq(&r.directory_id),
+                    members::version.eq(r.version),
+                    members::updated_at.eq(r.updated_at),
+                ))
+                .execute(self.conn)?;
+        Ok(n == 1)
+    }
+
+    fn delete_member(&mut self, member_id: &str) -> Result<(), MembershipError> {
+        diesel::delete(members::table.find(member_id)).execute(self.conn)?;
+        Ok(())
+    }
+
+    fn count_active_role(&mut self, org_id: &str, role: &str) -> Result<i64, MembershipError> {
+        Ok(members::table
+            .filter(members::org_id.eq(org_id))
+            .filter(members::role.eq(role))
+            .filter(members::status.eq(Status::Active.name()))
+            .count()
+            .get_result(self.conn)?)
+    }
+
+    fn seat_ledger(&mut self, org_id: &str, tiers: &[String]) -> Result<SeatLedger, MembershipError> {
+        if tiers.is_empty() {
+            return Ok(SeatLedger::new(vec![]));
+        }
+        let purchased: HashMap<String, Option<i64>> = seats::table
+            .filter(seats::org_id.eq(org_id))
+            .select((seats::seat_tier, seats::purchased))
+            .load::<(String, Option<i64>)>(self.conn)?
+            .into_iter()
+            .collect();
+        let used: HashMap<Option<String>, i64> = members::table
+            .filter(members::org_id.eq(org_id))
+            .filter(members::status.eq(Status::Active.name()))
+            .group_by(members::seat_tier)
+            .select((members::seat_tier, diesel::dsl::count_star()))
+            .load::<(Option<String>, i64)>(self.conn)?
+            .into_iter()
+            .collect();
+        Ok(SeatLedger::new(
+            tiers
+                .iter()
+                .map(|t| TierSeats {
+                    tier: t.clone(),
+                    purchased: purchased.get(t).copied().flatten(),
+                    used: used.get(&Some(t.clone())).copied().unwrap_or(0),
+                })
+                .collect(),
+        ))
+    }
+
+    fn set_seats(&mut self, org_id: &str, tier: &str, purchased: Option<i64>) -> Result<(), MembershipError> {
+        // No upsert on the combined connection: update, then insert if nothing was there.
+        let n = diesel::update(seats::table.filter(seats::org_id.eq(org_id)).filter(seats::seat_tier.eq(tier)))
+            .set(seats::purchased.eq(purchased))
+            .execute(self.conn)?;
+        if n == 0 {
+            diesel::insert_into(seats::table)
+                .values((seats::org_id.eq(org_id), seats::seat_tier.eq(tier), seats::purchased.eq(purchased)))
+                .execute(self.conn)?;
+        }
+        Ok(())
+    }
+
+    fn pending(&mut self, org_id: &str) -> Result<Vec<Member>, MembershipError> {
+        let rows = members::table
+            .inner_join(users::table)
+            .filter(members::org_id.eq(org_id))
+            .filter(members::status.eq(Status::PendingSeat.name()).or(members::wanted_seat_tier.is_not_null()))
+            .order((members::updated_at, members::id))
+            .load::<(MemberRow, UserRow)>(self.conn)?;
+        load_members(self.conn, rows)
+    }
+
+    fn append_audit(&mut self, records: &[AuditRecord]) -> Result<(), MembershipError> {
+        for r in records {
+            diesel::insert_into(audit_log::table)
+                .values(NewAudit {
+                    org_id: &r.org_id,
+                    user_id: &r.user_id,
+                    member_id: &r.member_id,
+                    action: &r.action,
+                    actor: &r.actor,
+                    reasons: serde_json::to_string(&r.reasons).unwrap_or_else(|_| "[]".into()),
+                    before_json: &r.before_json,
+                    after_json: &r.after_json,
+                    created_at: r.at.naive_utc(),
+                })
+                .execute(self.conn)?;
+        }
+        Ok(())
+    }
+
+    fn append_events(&mut self, events: &[EventRecord]) -> Result<(), MembershipError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        if let DbConnection::Postgres(pg) = self.conn {
+            diesel::sql_query(format!("SELECT pg_advisory_xact_lock({EVENTS_LOCK})")).execute(pg)?;
+        }
+        for e in events {
+            diesel::insert_into(member_events::table)
+                .values(NewEvent {
+                    event_type: &e.event_type,
+                    org_id: &e.org_id,
+                    payload: &e.payload,
+                    created_at: e.at.naive_utc(),
+                })
+                .execute(self.conn)?;
+        }
+        Ok(())
+    }
+
+    fn stored_apply(&mut self, org_id: &str, key: &str) -> Result<Option<(String, String)>, MembershipError> {
+        Ok(apply_keys::table
+            .filter(apply_keys::org_id.eq(org_id))
+            .filter(apply_keys::idempotency_key.eq(key))
+            .select((apply_keys::request_hash, apply_keys::response_hex))
+            .first(self.conn)
+            .optional()?)
+    }
+
+    fn store_apply(&mut self, org_id: &str, key: &str, hash: &str, answer: &str) -> Result<(), MembershipError> {
+        diesel::insert_into(apply_keys::table)
+            .values((
+                apply_keys::org_id.eq(org_id),
+                apply_keys::idempotency_key.eq(key),
+                apply_keys::request_hash.eq(hash),
+                apply_keys::response_hex.eq(answer),
+                apply_keys::created_at.eq(now().naive_utc()),
+            ))
+            .execute(self.conn)?;
+        Ok(())
+    }
+}
+
+/// Filters of a member listing.
+#[derive(Clone, Debug, Default)]
+pub struct MemberFilter {
+    /// Role.
+    pub role: Option<String>,
+    /// Seat tier.
+    pub seat_tier: Option<String>,
+    /// Status.
+    pub status: Option<Status>,
+    /// Source.
+    pub source: Option<Source>,
+    /// Lowercased email prefix.
+    pub email_prefix: Option<String>,
+}
+
+/// Filters of an audit listing.
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    /// Person.
+    pub user_id: Option<String>,
+    /// Actor.
+    pub actor: Option<String>,
+    /// At or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Before.
+    pub until: Option<DateTime<Utc>>,
+}
+
+fn like_prefix(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+/// Membership's database.
+#[derive(Clone, Debug)]
+pub struct MembershipStore {
+    db: Db,
+}
+
+impl MembershipStore {
+    /// Over `db`.
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// Runs `f` on a [`Ledger`] inside one transaction: all of it commits, or nothing.
+    pub async fn transact<T, F>(&self, f: F) -> Result<T, MembershipError>
+    where
+        F: FnOnce(&mut SqlLedger<'_>) -> Result<T, MembershipError> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.db.write(move |conn| f(&mut SqlLedger { conn })).await
+    }
+
+    /// One member.
+    pub async fn member(&self, org_id: String, member_id: String) -> Result<Option<Member>, MembershipError> {
+        self.db.run(move |conn| SqlLedger { conn }.member(&org_id, &member_id)).await
+    }
+
+    /// A page of an org's members after `after` (member id), in join order.
+    pub async fn list_members(
+        &self,
+        org_id: String,
+        filter: MemberFilter,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<Member>, MembershipError> {
+        self.db
+            .run(move |conn| {
+                let mut q = members::table
+                    .inner_join(users::table)
+                    .filter(members::org_id.eq(org_id))
+                    .order(members::id)
+                    .limit(limit as i64)
+                    .into_boxed();
+                if let Some(after) = after {
+                    q = q.filter(members::id.gt(after));
+                }
+                if let Some(role) = filter.role {
+                    q = q.filter(members::role.eq(role));
+                }
+                if let Some(tier) = filter.seat_tier {
+                    q = q.filter(members::seat_tier.eq(tier));
+                }
+                if let Some(status) = filter.status {
+                    q = q.filter(members::status.eq(status.name()));
+                }
+                if let Some(source) = filter.source {
+                    q = q.filter(members::source.eq(source.name()));
+                }
+                if let Some(prefix) = filter.email_prefix {
+                    q = q.filter(users::email.like(like_prefix(&prefix)).escape('\\'));
+                }
+                let rows = q.load::<(MemberRow, UserRow)>(conn)?;
+                load_members(conn, rows)
+            })
+            .await
+    }
+
+    /// For each (directory id, external id, lowercased email), the person's member in `org_id`.
+    /// A directory identity wins over an email; one query per 500 of each kind.
+    pub async fn lookup(
+        &self,
+        org_id: String,
+        identities: Vec<(String, String, String)>,
+    ) -> Result<Vec<Option<Member>>, MembershipError> {
+        self.db
+            .run(move |conn| {
+                let mut user_of_link: HashMap<(String, String), String> = HashMap::new();
+                let mut by_directory: HashMap<&str, Vec<&str>> = HashMap::new();
+                for (dir, ext, _) in &identities {
+                    if !dir.is_empty() && !ext.is_empty() {
+                        by_directory.entry(dir.as_str()).or_default().push(ext.as_str());
+                    }
+                }
+                for (dir, exts) in by_directory {
+                    for chunk in exts.chunks(500) {
+                        let rows: Vec<(String, String)> = identity_links::table
+                            .filter(identity_links::directory_id.eq(dir))
+                            .filter(identity_links::external_id.eq_any(chunk))
+                            .select((identity_links::external_id, identity_links::user_id))
+                            .load(conn)?;
+                        for (ext, user) in rows {
+                            user_of_link.insert((dir.to_string(), ext), user);
+                        }
+                    }
+                }
+                let emails: Vec<&str> =
+                    identities.iter().map(|(_, _, e)| e.as_str()).filter(|e| !e.is_empty()).collect();
+                let mut user_of_email: HashMap<String, String> = HashMap::new();
+                for chunk in emails.chunks(500) {
+                    let rows: Vec<(String, String)> =
+                        users::table.filter(users::email.eq_any(chunk)).select((users::email, users::id)).load(conn)?;
+                    user_of_email.extend(rows);
+                }
+                let wanted: Vec<String> = identities
+                    .iter()
+                    .filter_map(|(d, x, e)| {
+                        user_of_link.get(&(d.clone(), x.clone())).or_else(|| user_of_email.get(e)).cloned()
+                    })
+                    .collect();
+                let mut member_of_user: HashMap<String, Member> = HashMap::new();
+                for chunk in wanted.chunks(500) {
+                    let rows = members::table
+                        .inner_join(users::table)
+                        .filter(members::org_id.eq(&org_id))
+                        .filter(members::user_id.eq_any(chunk))
+                        .load::<(MemberRow, UserRow)>(conn)?;
+                    for m in load_members(conn, rows)? {
+                        member_of_user.insert(m.user.id.clone(), m);
+                    }
+                }
+                Ok(identities
+                    .iter()
+                    .map(|(d, x, e)| {
+                        user_of_link
+                            .get(&(d.clone(), x.clone()))
+                            .or_else(|| user_of_email.get(e))
+                            .and_then(|u| member_of_user.get(u).cloned())
+                    })
+                    .collect())
+            })
+            .await
+    }
+
+    /// Seat use of an org: the ledger for `tiers`, pending counts per wanted tier (key
+    /// `None` = any tier).
+    pub async fn seat_usage(
+        &self,
+        org_id: String,
+        tiers: Vec<String>,
+    ) -> Result<(SeatLedger, HashMap<Option<String>, i64>), MembershipError> {
+        self.db
+            .run(move |conn| {
+                let ledger = SqlLedger { conn }.seat_ledger(&org_id, &tiers)?;
+                let pending: HashMap<Option<String>, i64> = members::table
+                    .filter(members::org_id.eq(&org_id))
+                    .filter(members::status.eq(Status::PendingSeat.name()).or(members::wanted_seat_tier.is_not_null()))
+                    .group_by(members::wanted_seat_tier)
+                    .select((members::wanted_seat_tier, diesel::dsl::count_star()))
+                    .load::<(Option<String>, i64)>(conn)?
+                    .into_iter()
+                    .collect();
+                Ok((ledger, pending))
+            })
+            .await
+    }
+
+    /// A page of an org's audit log, newest first, before id `before`.
+    pub async fn list_audit(
+        &self,
+        org_id: String,
+        filter: AuditFilter,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, MembershipError> {
+        self.db
+            .run(move |conn| {
+                let mut q = audit_log::table
+                    .filter(audit_log::org_id.eq(org_id))
+                    .order(audit_log::id.desc())
+                    .limit(limit as i64)
+                    .into_boxed();
+                if let Some(before) = before {
+                    q = q.filter(audit_log::id.lt(before));
+                }
+                if let Some(user) = filter.user_id {
+                    q = q.filter(audit_log::user_id.eq(user));
+                }
+                if let Some(actor) = filter.actor {
+                    q = q.filter(audit_log::actor.eq(actor));
+                }
+                if let Some(since) = filter.since {
+                    q = q.filter(audit_log::created_at.ge(since.naive_utc()));
+                }
+                if let Some(until) = filter.until {
+                    q = q.filter(audit_log::created_at.lt(until.naive_utc()));
+                }
+                Ok(q.load::<AuditRow>(conn)?.into_iter().map(audit_from).collect())
+            })
+            .await
+    }
+
+    /// Up to `limit` events after `after`, in sequence order.
+    pub async fn events_after(
+        &self,
+        after: i64,
+        org_id: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, MembershipError> {
+        self.db
+            .run(move |conn| {
+                let mut q = member_events::table
+                    .filter(member_events::sequence.gt(after))
+                    .order(member_events::sequence)
+                    .limit(limit as i64)
+                    .into_boxed();
+                if let Some(org) = org_id {
+                    q = q.filter(member_events::org_id.eq(org));
+                }
+                Ok(q.load::<EventRow>(conn)?
+                    .into_iter()
+                    .map(|(sequence, event_type, org_id, payload, at)| EventRecord {
+                        sequence,
+                        event_type,
+                        org_id,
+                        payload,
+                        at: at.and_utc(),
+                    })
+                    .collect())
+            })
+            .await
+    }
+}
