@@ -1,0 +1,10 @@
+DROP TABLE org_watch;
+DROP TABLE run_items;
+DROP TABLE sync_runs;
+DROP TABLE dir_events;
+DROP TABLE reconcile_queue;
+DROP TABLE dir_members;
+DROP TABLE dir_groups;
+DROP TABLE dir_user_emails;
+DROP TABLE dir_users;
+DROP TABLE directories;

@@ -1,0 +1,216 @@
+//! Proto <-> domain conversions for the gRPC layer.
+
+use chrono::{DateTime, Utc};
+use muster_proto::common::v1 as common;
+use muster_proto::directory::v1 as pb;
+
+use crate::app::{RunView, StatusView, item_kind_pb};
+use crate::domain::brake::Brake;
+use crate::domain::directory::{Directory, Kind, State};
+use crate::domain::run::{Counts, RunState, SyncRun, Trigger};
+use crate::error::SyncError;
+use crate::store::{DirEvent, MirrorGroup, MirrorUser};
+
+/// A proto timestamp.
+pub fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+}
+
+/// A directory kind from the wire.
+pub fn kind(raw: i32) -> Result<Kind, SyncError> {
+    match pb::DirectoryKind::try_from(raw) {
+        Ok(pb::DirectoryKind::Scim) => Ok(Kind::Scim),
+        Ok(pb::DirectoryKind::Okta) => Ok(Kind::Okta),
+        Ok(pb::DirectoryKind::Entra) => Ok(Kind::Entra),
+        Ok(pb::DirectoryKind::Google) => Ok(Kind::Google),
+        _ => Err(SyncError::invalid("kind_required", "kind", "kind must be scim, okta, entra or google")),
+    }
+}
+
+fn kind_pb(k: Kind) -> pb::DirectoryKind {
+    match k {
+        Kind::Scim => pb::DirectoryKind::Scim,
+        Kind::Okta => pb::DirectoryKind::Okta,
+        Kind::Entra => pb::DirectoryKind::Entra,
+        Kind::Google => pb::DirectoryKind::Google,
+    }
+}
+
+/// Brake settings from the wire (defaults for unset fields).
+pub fn brake(b: Option<&pb::BrakeSettings>) -> Result<Brake, SyncError> {
+    let (p, m) = b.map(|b| (b.max_removal_percent, b.min_removals)).unwrap_or((None, None));
+    Brake::from_input(p, m).ok_or_else(|| {
+        SyncError::invalid(
+            "brake_percent_out_of_range",
+            "brake.max_removal_percent",
+            "max_removal_percent must be 1 to 100",
+        )
+    })
+}
+
+/// A directory for the wire.
+pub fn directory_pb(d: Directory, scim_base_url: String) -> pb::Directory {
+    pb::Directory {
+        id: d.id,
+        parent_id: d.parent_id,
+        kind: kind_pb(d.kind) as i32,
+        display_name: d.display_name,
+        config_json: d.config_json,
+        sync_interval_seconds: d.sync_interval_secs,
+        brake: Some(pb::BrakeSettings {
+            max_removal_percent: Some(d.brake.max_percent),
+            min_removals: Some(d.brake.min_removals),
+        }),
+        state: match d.state {
+            State::Active => pb::DirectoryState::Active,
+            State::Paused => pb::DirectoryState::Paused,
+        } as i32,
+        scim_base_url,
+        create_time: Some(ts(d.created_at)),
+        update_time: Some(ts(d.updated_at)),
+    }
+}
+
+fn counts_pb(c: &Counts) -> pb::RunCounts {
+    pb::RunCounts {
+        created: c.created,
+        updated: c.updated,
+        removed: c.removed,
+        pending_seat: c.pending_seat,
+        held: c.held,
+        errors: c.errors,
+        unchanged: c.unchanged,
+    }
+}
+
+fn trigger_pb(t: Trigger) -> pb::RunTrigger {
+    match t {
+        Trigger::ScimPush => pb::RunTrigger::ScimPush,
+        Trigger::Interval => pb::RunTrigger::Interval,
+        Trigger::SyncNow => pb::RunTrigger::SyncNow,
+        Trigger::SettingsChange => pb::RunTrigger::SettingsChange,
+    }
+}
+
+fn state_pb(s: RunState) -> pb::RunState {
+    match s {
+        RunState::Running => pb::RunState::Running,
+        RunState::Succeeded => pb::RunState::Succeeded,
+        RunState::Held => pb::RunState::Held,
+        RunState::Failed => pb::RunState::Failed,
+        RunState::Rejected => pb::RunState::Rejected,
+    }
+}
+
+/// A run for the wire, without items.
+pub fn run_pb(r: SyncRun) -> pb::SyncRun {
+    let totals = r.totals();
+    pb::SyncRun {
+        counts: Some(counts_pb(&totals)),
+        orgs: r
+            .orgs
+            .iter()
+            .map(|o| pb::OrgRunResult {
+                org_id: o.org_id.clone(),
+                counts: Some(counts_pb(&o.counts)),
+                brake_held: o.brake_held,
+                removals_decided: o.removals_decided,
+                members_at_check: o.members_at_check,
+            })
+            .collect(),
+        id: r.id,
+        directory_id: r.directory_id,
+        trigger: trigger_pb(r.trigger) as i32,
+        state: state_pb(r.state) as i32,
+        outcome: r.outcome,
+        error: r.error,
+        processed: r.processed,
+        total: r.total,
+        items: Vec::new(),
+        items_total: 0,
+        start_time: Some(ts(r.started_at)),
+        end_time: r.ended_at.map(ts),
+        decided_by: r.decided_by,
+    }
+}
+
+/// A run with its items.
+pub fn run_view_pb(v: RunView) -> pb::SyncRun {
+    let mut out = run_pb(v.run);
+    out.items = v
+        .items
+        .into_iter()
+        .map(|i| pb::RunItem {
+            org_id: i.org_id,
+            user_ref: i.user_ref,
+            email: i.email,
+            kind: item_kind_pb(i.kind) as i32,
+            detail: i.detail,
+        })
+        .collect();
+    out.items_total = v.items_total;
+    out
+}
+
+/// A status for the wire.
+pub fn status_pb(s: StatusView, scim_base_url: String) -> pb::DirectoryStatus {
+    pb::DirectoryStatus {
+        last_error: s.directory.last_error.clone(),
+        directory: Some(directory_pb(s.directory, scim_base_url)),
+        last_run: s.last_run.map(run_pb),
+        users: s.counts.0,
+        active_users: s.counts.1,
+        groups: s.counts.2,
+        queued: s.queued,
+        held_runs: s.held_runs,
+    }
+}
+
+/// A mirror user for the wire.
+pub fn user_pb(u: MirrorUser) -> pb::DirectoryUser {
+    pb::DirectoryUser {
+        id: u.id,
+        directory_id: u.directory_id,
+        user_name: u.user_name,
+        external_id: u.external_id.unwrap_or_default(),
+        email: u.email.unwrap_or_default(),
+        display_name: u.display_name,
+        active: u.active,
+        raw_json: u.attributes_json,
+        create_time: Some(ts(u.created_at)),
+        update_time: Some(ts(u.updated_at)),
+    }
+}
+
+/// A mirror group for the wire.
+pub fn group_pb(g: MirrorGroup) -> pb::DirectoryGroup {
+    pb::DirectoryGroup {
+        id: g.id,
+        directory_id: g.directory_id,
+        display_name: g.display_name,
+        external_id: g.external_id.unwrap_or_default(),
+        member_count: g.member_count,
+        create_time: Some(ts(g.created_at)),
+        update_time: Some(ts(g.updated_at)),
+    }
+}
+
+/// Group references for the wire.
+pub fn group_refs(groups: Vec<(String, String)>) -> Vec<common::GroupRef> {
+    groups.into_iter().map(|(id, name)| common::GroupRef { id, name }).collect()
+}
+
+/// An event for the wire.
+pub fn event_pb(e: DirEvent) -> pb::DirectoryEvent {
+    pb::DirectoryEvent {
+        sequence: e.seq,
+        id: e.id,
+        directory_id: e.directory_id,
+        r#type: e.event_type,
+        resource_id: e.resource_id,
+        member_id: e.member_id,
+        data_json: e.data_json,
+        previous_json: e.previous_json,
+        time: Some(ts(e.created_at)),
+    }
+}

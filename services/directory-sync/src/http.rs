@@ -1,0 +1,29 @@
+//! The HTTP front: the SCIM connector's router mounted at `/scim/v2/{directory_id}`,
+//! one base URL and one bearer token per directory. Tokens are checked by the router
+//! through the store (hash lookup, constant-time compare); a token of one directory
+//! never reaches another's data.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use muster_scim::ScimConfig;
+
+use crate::store::DieselStore;
+
+/// The path SCIM directories are served under.
+pub const SCIM_PREFIX: &str = "/scim/v2/{directory_id}";
+
+/// The HTTP router of directory-sync.
+pub fn router(store: DieselStore, config: ScimConfig) -> Router {
+    Router::new().nest(SCIM_PREFIX, muster_scim::router(Arc::new(store), config))
+}
+
+/// Serves `router` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}

@@ -1,0 +1,298 @@
+//! The directory-sync service: directories (connections to an IdP) attached to parent
+//! orgs, the mirror of each directory's users and groups (written by the SCIM
+//! endpoint it serves over HTTP), and the sync engine that reconciles the mirror into
+//! every scim-mode org of the directory's parent through policy (`Decide`) and
+//! membership (`Apply`): a durable queue written with each mirror change, recorded
+//! runs, the mass-removal brake, settings previews and a directory event stream
+//! (SPEC §4, §6, §7, §9). It calls policy and membership; nothing calls it but
+//! operators and IdPs.
+
+pub mod app;
+pub mod convert;
+pub mod domain;
+pub mod engine;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod store;
+pub mod upstream;
+pub mod worker;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use muster_proto::directory::v1::directory_service_server::DirectoryServiceServer;
+use muster_runtime::auth::TokenSet;
+use muster_runtime::config::{AuthConfig, DatabaseConfig, ListenConfig, LogConfig, UpstreamConfig};
+use muster_runtime::metrics::RpcMetrics;
+use muster_runtime::{Db, Migrations, ServeOptions, ServiceSpec};
+use serde::{Deserialize, Serialize};
+
+use crate::app::DirectorySync;
+use crate::engine::{Engine, EngineConfig};
+use crate::grpc::DirectoryGrpc;
+use crate::store::{DieselStore, SyncStore};
+use crate::upstream::{GrpcUpstreams, Upstreams};
+use crate::worker::WorkerConfig;
+
+/// The gRPC service name, as health and reflection report it.
+pub const GRPC_NAME: &str = "muster.directory.v1.DirectoryService";
+
+/// Largest gRPC message accepted or sent.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The HTTP (SCIM) front.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of the HTTP port serving SCIM at `/scim/v2/{directory_id}`.
+    pub addr: String,
+    /// The public SCIM base URL IdPs use, with `{directory_id}`; empty: `http://<addr>/scim/v2/{directory_id}`.
+    pub scim_base_url: String,
+    /// Largest SCIM request body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { addr: "127.0.0.1:8080".into(), scim_base_url: String::new(), max_body_bytes: 4 * 1024 * 1024 }
+    }
+}
+
+/// How reconciling paces itself.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    /// People per Decide/Apply batch (1 to 10,000).
+    pub batch_size: usize,
+    /// First wait after policy, membership or the database did not answer, in ms.
+    pub backoff_min_ms: u64,
+    /// Longest wait between attempts, in ms.
+    pub backoff_max_ms: u64,
+    /// Longest idle sleep of the worker, in ms (catches other replicas' writes).
+    pub idle_poll_ms: u64,
+    /// How often orgs' settings versions are checked for changes, in ms.
+    pub settings_poll_ms: u64,
+    /// Directory events are kept this many days (at least 30).
+    pub event_retention_days: u32,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 1000,
+            backoff_min_ms: 200,
+            backoff_max_ms: 30_000,
+            idle_poll_ms: 2000,
+            settings_poll_ms: 10_000,
+            event_retention_days: 30,
+        }
+    }
+}
+
+/// Directory-sync's configuration (`muster serve directory-sync --config FILE`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DirectorySyncConfig {
+    /// Where gRPC and metrics listen.
+    pub listen: ListenConfig,
+    /// The SCIM HTTP front.
+    pub http: HttpConfig,
+    /// Its database.
+    pub database: DatabaseConfig,
+    /// Who may call its gRPC API.
+    pub auth: AuthConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// The policy service.
+    pub policy: UpstreamConfig,
+    /// The membership service.
+    pub membership: UpstreamConfig,
+    /// Reconcile pacing.
+    pub sync: SyncConfig,
+}
+
+impl Default for DirectorySyncConfig {
+    fn default() -> Self {
+        Self {
+            listen: ListenConfig::on_ports(50053, 9463),
+            http: HttpConfig::default(),
+            database: DatabaseConfig {
+                url: muster_runtime::Secret::new("sqlite://directory-sync.db"),
+                max_connections: 8,
+            },
+            auth: AuthConfig::default(),
+            log: LogConfig::default(),
+            policy: UpstreamConfig { url: "http://127.0.0.1:50051".into(), ..Default::default() },
+            membership: UpstreamConfig { url: "http://127.0.0.1:50052".into(), ..Default::default() },
+            sync: SyncConfig::default(),
+        }
+    }
+}
+
+/// Why directory-sync could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Tokens are misconfigured.
+    #[error(transparent)]
+    Auth(#[from] muster_runtime::auth::BadTokenHash),
+    /// No tokens: nobody could call the service.
+    #[error("auth.token_sha256 is empty: configure at least one caller token (see `muster token`)")]
+    NoTokens,
+    /// An upstream is misconfigured.
+    #[error(transparent)]
+    Client(#[from] muster_runtime::client::ClientError),
+    /// A setting is out of range.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The database could not be opened.
+    #[error(transparent)]
+    Db(#[from] muster_runtime::DbError),
+    /// Start-up database work failed.
+    #[error(transparent)]
+    Sync(#[from] crate::error::SyncError),
+    /// gRPC serving failed.
+    #[error(transparent)]
+    Serve(#[from] muster_runtime::ServeError),
+    /// HTTP serving failed.
+    #[error("scim http server failed: {0}")]
+    Http(#[from] std::io::Error),
+}
+
+const SQLITE_MIGRATIONS: diesel_migrations::EmbeddedMigrations =
+    diesel_migrations::embed_migrations!("migrations/sqlite");
+const POSTGRES_MIGRATIONS: diesel_migrations::EmbeddedMigrations =
+    diesel_migrations::embed_migrations!("migrations/postgres");
+
+fn sqlite_migrations() -> diesel_migrations::EmbeddedMigrations {
+    SQLITE_MIGRATIONS
+}
+
+fn postgres_migrations() -> diesel_migrations::EmbeddedMigrations {
+    POSTGRES_MIGRATIONS
+}
+
+/// Directory-sync's migrations, per backend.
+pub const MIGRATIONS: Migrations = Migrations { sqlite: sqlite_migrations, postgres: postgres_migrations };
+
+/// The two ports directory-sync serves on, already bound.
+#[derive(Debug)]
+pub struct Listeners {
+    /// gRPC.
+    pub grpc: tokio::net::TcpListener,
+    /// HTTP (SCIM).
+    pub http: tokio::net::TcpListener,
+}
+
+/// Runs directory-sync with its own policy and membership clients.
+pub async fn run(
+    config: DirectorySyncConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    metrics: RpcMetrics,
+) -> Result<(), StartError> {
+    let upstreams = GrpcUpstreams::new(&config.policy, &config.membership)?;
+    run_with(config, listeners, shutdown, metrics, Arc::new(upstreams)).await
+}
+
+/// Runs directory-sync over the given upstreams until `shutdown` completes.
+pub async fn run_with(
+    config: DirectorySyncConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    metrics: RpcMetrics,
+    upstreams: Arc<dyn Upstreams>,
+) -> Result<(), StartError> {
+    let tokens = TokenSet::from_hex_hashes(&config.auth.token_sha256)?;
+    if tokens.is_empty() {
+        return Err(StartError::NoTokens);
+    }
+    if !(1..=10_000).contains(&config.sync.batch_size) {
+        return Err(StartError::Config("sync.batch_size must be 1 to 10000".into()));
+    }
+    if config.sync.event_retention_days < 30 {
+        return Err(StartError::Config("sync.event_retention_days must be at least 30".into()));
+    }
+    let database = config.database.clone();
+    let db = tokio::task::spawn_blocking(move || Db::connect(database.url.expose(), database.max_connections))
+        .await
+        .map_err(|_| muster_runtime::DbError::Cancelled)??;
+    // Migrate before the SCIM port or the worker touch the database; serve() then
+    // finds nothing pending and reports SERVING.
+    db.migrate(MIGRATIONS).await?;
+    let store = DieselStore::new(db.clone());
+    let interrupted = store.fail_interrupted_runs().await?;
+    if interrupted > 0 {
+        tracing::warn!(
+            runs = interrupted,
+            "runs interrupted by the last stop marked failed; their queued changes are retried"
+        );
+    }
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |rx: tokio::sync::watch::Receiver<bool>| async move {
+        let mut rx = rx;
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let engine_config = EngineConfig {
+        batch_size: config.sync.batch_size,
+        backoff_min: Duration::from_millis(config.sync.backoff_min_ms.max(1)),
+        backoff_max: Duration::from_millis(config.sync.backoff_max_ms.max(config.sync.backoff_min_ms.max(1))),
+    };
+    let engine = Arc::new(Engine::new(store.clone(), upstreams, engine_config, stop_rx.clone()));
+    let http_addr = listeners.http.local_addr()?;
+    let base_url = if config.http.scim_base_url.is_empty() {
+        format!("http://{http_addr}{}", http::SCIM_PREFIX)
+    } else {
+        config.http.scim_base_url.clone()
+    };
+    let app = DirectorySync::new(engine.clone(), base_url.clone());
+
+    let worker_config = WorkerConfig {
+        idle_poll: Duration::from_millis(config.sync.idle_poll_ms.max(10)),
+        settings_poll: Duration::from_millis(config.sync.settings_poll_ms.max(10)),
+        event_retention_days: config.sync.event_retention_days,
+    };
+    let queue_gauge = prometheus_client::metrics::gauge::Gauge::<i64>::default();
+    metrics.with_registry(|r| {
+        r.register(
+            "directory_reconcile_queue_depth",
+            "Mirror changes waiting to be reconciled (all directories)",
+            queue_gauge.clone(),
+        )
+    });
+    let worker = tokio::spawn(worker::run_worker(engine.clone(), worker_config, stop_rx.clone(), Some(queue_gauge)));
+
+    let scim_config =
+        muster_scim::ScimConfig { base_url, max_body_bytes: config.http.max_body_bytes, ..Default::default() };
+    let http_task =
+        tokio::spawn(http::serve(listeners.http, http::router(store, scim_config), stopped(stop_rx.clone())));
+    tracing::info!(addr = %http_addr, "scim listening");
+
+    let server = DirectoryServiceServer::new(DirectoryGrpc::new(app))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let spec = ServiceSpec {
+        grpc_names: vec![GRPC_NAME],
+        routes: tonic::service::Routes::new(server),
+        db,
+        migrations: MIGRATIONS,
+    };
+    let options = ServeOptions {
+        tokens,
+        request_timeout: Duration::from_secs(config.listen.request_timeout_secs.max(1)),
+        metrics,
+    };
+    let served = muster_runtime::serve(listeners.grpc, stopped(stop_rx), spec, options).await;
+    let _ = worker.await;
+    let http_result = http_task.await.map_err(|e| StartError::Config(format!("http task: {e}")))?;
+    served?;
+    http_result?;
+    Ok(())
+}
