@@ -1,0 +1,334 @@
+//! The Google Workspace connector against its fake: the conformance kit
+//! (whole customer; org unit scope) and Google-specific behaviour: suspended
+//! and archived users, org unit and group scopes, nested groups with a cycle,
+//! the `CUSTOMER` member, rate-limit reasons, and what `check()` names.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod fake;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use fake::{ADMIN, ALL_SCOPES, CLIENT_ID, GoogleFake, NOT_ADMIN, RETRY_AFTER_SECS};
+use muster_connector::conformance::{Failure, FakeDirectory, FakeUser, run_conformance};
+use muster_connector::{
+    Assignment, ConnectorError, HttpSettings, ManualClock, Membership, MemorySink, PullConnector, PullMode,
+    PullOptions, SecretRef, run_pull,
+};
+use muster_connector_google::{GoogleConfig, GoogleConnector, GoogleScope};
+
+fn clock() -> Arc<ManualClock> {
+    // Near the real time: the fake checks assertion expiry with the wall clock.
+    Arc::new(ManualClock::new(Utc::now()))
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    key: SecretRef,
+}
+
+fn key_file(fake: &GoogleFake) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("google-key.json");
+    std::fs::write(&path, fake.key_json()).unwrap();
+    Env { key: SecretRef::File(path), _dir: dir }
+}
+
+fn config(fake: &GoogleFake, env: &Env, scope: GoogleScope) -> GoogleConfig {
+    GoogleConfig {
+        service_account_key: env.key.clone(),
+        admin_email: ADMIN.into(),
+        customer: "my_customer".into(),
+        scope,
+        api_url: fake.base.clone(),
+        // From the key file's token_uri.
+        token_url: None,
+        http: HttpSettings::default(),
+    }
+}
+
+fn person(name: &str, active: bool) -> FakeUser {
+    FakeUser {
+        user_name: format!("{name}@example.com"),
+        given_name: name.to_uppercase(),
+        family_name: "Doe".into(),
+        active,
+    }
+}
+
+async fn full(connector: &GoogleConnector) -> MemorySink {
+    let mut sink = MemorySink::new();
+    run_pull(connector, PullMode::Refresh, &mut sink, &PullOptions::default()).await.unwrap();
+    sink
+}
+
+#[tokio::test]
+async fn conformance_whole_customer() {
+    let clock = clock();
+    let fake = GoogleFake::start(3).await;
+    let env = key_file(&fake);
+    let cfg = config(&fake, &env, GoogleScope::Customer);
+    let c = clock.clone();
+    let connect = move || Box::new(GoogleConnector::new(cfg.clone(), c.clone()).unwrap()) as Box<dyn PullConnector>;
+    let report = run_conformance(&fake, &clock, &connect).await.unwrap();
+    assert_eq!(report.passed.len(), 11);
+    let requests = fake.requests();
+    let users = |r: &&String| r.starts_with("GET /admin/directory/v1/users?");
+    assert!(requests.iter().filter(users).all(|r| r.contains("customer=my_customer") && r.contains("projection=full")));
+    assert!(requests.iter().any(|r| users(&r) && r.contains("maxResults=500") && r.contains("pageToken=")));
+    assert!(requests.iter().any(|r| r.starts_with("GET /admin/directory/v1/groups?") && r.contains("maxResults=200")));
+    assert!(requests.iter().any(|r| r.contains("/members?maxResults=200&pageToken=")));
+}
+
+#[tokio::test]
+async fn conformance_org_unit_scope() {
+    let clock = clock();
+    let fake = GoogleFake::start(4).await;
+    let env = key_file(&fake);
+    let cfg = config(&fake, &env, GoogleScope::OrgUnits { paths: vec!["/".into()] });
+    let c = clock.clone();
+    let connect = move || Box::new(GoogleConnector::new(cfg.clone(), c.clone()).unwrap()) as Box<dyn PullConnector>;
+    run_conformance(&fake, &clock, &connect).await.unwrap();
+    assert!(fake.requests().iter().any(|r| r.contains("query=orgUnitPath%3D%27%2F%27")));
+}
+
+#[tokio::test]
+async fn suspended_and_archived_users_are_not_assigned() {
+    let clock = clock();
+    let fake = GoogleFake::start(2).await;
+    let env = key_file(&fake);
+    let active = fake.create_user(&person("ann", true));
+    let suspended = fake.create_user(&person("bob", false));
+    let archived = fake.create_user(&person("cid", true));
+    fake.archive(&archived);
+    let connector = GoogleConnector::new(config(&fake, &env, GoogleScope::Customer), clock.clone()).unwrap();
+    let sink = full(&connector).await;
+    assert!(sink.users[&active].active);
+    assert!(!sink.users[&suspended].active);
+    assert!(!sink.users[&archived].active);
+    assert_eq!(sink.users[&archived].raw["archived"], true);
+    assert_eq!(sink.users[&active].display_name.as_deref(), Some("ANN Doe"));
+    assert_eq!(sink.users[&active].assignment, Assignment::Scope);
+}
+
+#[tokio::test]
+async fn org_unit_scope_takes_the_unit_and_those_below_and_filters_members() {
+    let clock = clock();
+    let fake = GoogleFake::start(2).await;
+    let env = key_file(&fake);
+    let eng = fake.create_user(&person("eng", true));
+    let web = fake.create_user(&person("web", true));
+    let sales = fake.create_user(&person("sales", true));
+    fake.move_to_org_unit(&eng, "/Engineering");
+    fake.move_to_org_unit(&web, "/Engineering/Web Team");
+    fake.move_to_org_unit(&sales, "/Sales");
+    let all = fake.create_group("all");
+    for u in [&eng, &web, &sales] {
+        fake.add_member(&all, u);
+    }
+    let scope = GoogleScope::OrgUnits { paths: vec!["/Engineering".into()] };
+    let connector = GoogleConnector::new(config(&fake, &env, scope), clock.clone()).unwrap();
+    connector.check().await.unwrap();
+    let sink = full(&connector).await;
+    assert_eq!(sink.users.keys().cloned().collect::<Vec<_>>(), vec![eng.clone(), web.clone()]);
+    let want: std::collections::BTreeSet<_> = [Membership::new(&all, &eng), Membership::new(&all, &web)].into();
+    assert_eq!(sink.memberships, want);
+    assert!(fake.requests().iter().any(|r| r.contains("query=orgUnitPath%3D%27%2FEngineering%27")));
+
+    // A quoted path with a space is found too.
+    let scope = GoogleScope::OrgUnits { paths: vec!["/Engineering/Web Team".into()] };
+    let connector = GoogleConnector::new(config(&fake, &env, scope), clock.clone()).unwrap();
+    assert_eq!(full(&connector).await.users.keys().cloned().collect::<Vec<_>>(), vec![web]);
+}
+
+#[tokio::test]
+async fn group_scope_expands_nested_groups_guards_cycles_and_handles_the_customer_member() {
+    let clock = clock();
+    let fake = GoogleFake::start(2).await;
+    let env = key_file(&fake);
+    let users: Vec<String> = (0..6).map(|i| fake.create_user(&person(&format!("u{i}"), true))).collect();
+    let outsider = fake.create_user(&person("outsider", true));
+    let top = fake.create_group("top");
+    let mid = fake.create_group("mid");
+    let leaf = fake.create_group("leaf");
+    fake.add_member(&top, &users[0]);
+    fake.nest(&top, &mid);
+    fake.add_member(&mid, &users[1]);
+    fake.add_member(&mid, &users[2]);
+    fake.nest(&mid, &leaf);
+    fake.add_member(&leaf, &users[3]);
+    fake.add_member(&leaf, &users[4]);
+    fake.nest(&leaf, &top); // a cycle
+    fake.add_external(&leaf, "999999999999999999999");
+    let key = "top@example.com".to_owned();
+    let scope = GoogleScope::Groups { groups: vec![key] };
+    let connector = GoogleConnector::new(config(&fake, &env, scope.clone()), clock.clone()).unwrap();
+    connector.check().await.unwrap();
+    let sink = full(&connector).await;
+    let mut want_users: Vec<String> = users[..5].to_vec();
+    want_users.sort();
+    assert_eq!(sink.users.keys().cloned().collect::<Vec<_>>(), want_users);
+    assert!(!sink.users.contains_key(&outsider));
+    assert!(sink.users.values().all(|u| u.assignment == Assignment::Group));
+    assert_eq!(sink.groups.keys().cloned().collect::<Vec<_>>(), vec![top.clone()]);
+    let want: std::collections::BTreeSet<_> = users[..5].iter().map(|u| Membership::new(&top, u)).collect();
+    assert_eq!(sink.memberships, want);
+
+    // "All users in the domain" brings everyone in.
+    fake.add_everyone(&leaf);
+    let sink = full(&connector).await;
+    assert_eq!(sink.users.len(), 7);
+    assert_eq!(sink.memberships.len(), 7);
+}
+
+#[tokio::test]
+async fn customer_member_in_whole_customer_scope_means_every_user() {
+    let clock = clock();
+    let fake = GoogleFake::start(3).await;
+    let env = key_file(&fake);
+    for i in 0..4 {
+        fake.create_user(&person(&format!("e{i}"), true));
+    }
+    let everyone = fake.create_group("everyone");
+    fake.add_everyone(&everyone);
+    let connector = GoogleConnector::new(config(&fake, &env, GoogleScope::Customer), clock.clone()).unwrap();
+    let sink = full(&connector).await;
+    assert_eq!(sink.memberships.iter().filter(|m| m.group_id == everyone).count(), 4);
+}
+
+#[tokio::test]
+async fn rate_limit_reasons_are_retried_and_retry_after_is_obeyed() {
+    let clock = clock();
+    let fake = GoogleFake::start(10).await;
+    let env = key_file(&fake);
+    fake.create_user(&person("ann", true));
+    let connector = GoogleConnector::new(config(&fake, &env, GoogleScope::Customer), clock.clone()).unwrap();
+    connector.check().await.unwrap();
+    // 403 userRateLimitExceeded (backoff), then 429 rateLimitExceeded with Retry-After.
+    fake.fail_next(&[Failure::RateLimited, Failure::RateLimited]);
+    let sink = full(&connector).await;
+    assert_eq!(sink.users.len(), 1);
+    let sleeps = clock.sleeps();
+    assert_eq!(sleeps.len(), 2, "{sleeps:?}");
+    assert!(sleeps[0] > Duration::ZERO && sleeps[0] <= Duration::from_millis(500), "{sleeps:?}");
+    assert_eq!(sleeps[1], Duration::from_secs(RETRY_AFTER_SECS));
+}
+
+#[tokio::test]
+async fn a_forbidden_answer_stops_the_run_without_retrying() {
+    let clock = clock();
+    let fake = GoogleFake::start(10).await;
+    let env = key_file(&fake);
+    fake.create_user(&person("ann", true));
+    let cfg = GoogleConfig { admin_email: NOT_ADMIN.into(), ..config(&fake, &env, GoogleScope::Customer) };
+    let connector = GoogleConnector::new(cfg, clock.clone()).unwrap();
+    let mut sink = MemorySink::new();
+    let err = run_pull(&connector, PullMode::Refresh, &mut sink, &PullOptions::default()).await.unwrap_err();
+    assert!(
+        matches!(err, ConnectorError::Forbidden(ref d) if d.contains("forbidden") && d.contains(NOT_ADMIN)),
+        "{err}"
+    );
+    assert!(clock.sleeps().is_empty());
+    assert_eq!(sink.listings_completed, 0);
+}
+
+#[tokio::test]
+async fn resume_is_a_full_listing() {
+    let clock = clock();
+    let fake = GoogleFake::start(10).await;
+    let env = key_file(&fake);
+    fake.create_user(&person("ann", true));
+    let connector = GoogleConnector::new(config(&fake, &env, GoogleScope::Customer), clock.clone()).unwrap();
+    assert!(!connector.capabilities().incremental);
+    let mut sink = MemorySink::new();
+    let mode = PullMode::Resume { cursor: muster_connector::Cursor::new("anything") };
+    let outcome = run_pull(&connector, mode, &mut sink, &PullOptions::default()).await.unwrap();
+    assert!(outcome.full_listing && outcome.resynced && outcome.cursor.is_none());
+    assert_eq!(sink.users.len(), 1);
+}
+
+#[tokio::test]
+async fn check_names_what_is_wrong() {
+    let clock = clock();
+    let fake = GoogleFake::start(10).await;
+    let env = key_file(&fake);
+    fake.create_user(&person("ann", true));
+    let check = |cfg: GoogleConfig| {
+        let clock = clock.clone();
+        async move { GoogleConnector::new(cfg, clock).unwrap().check().await }
+    };
+    let good = config(&fake, &env, GoogleScope::Customer);
+    let report = check(good.clone()).await.unwrap();
+    assert!(report.summary.contains(ADMIN), "{}", report.summary);
+
+    // A key the token endpoint does not accept (another key id: a rotated key).
+    let dir = tempfile::tempdir().unwrap();
+    let rotated = dir.path().join("rotated.json");
+    std::fs::write(&rotated, fake.key_json().replace(fake::KEY_ID, "0000")).unwrap();
+    let err = check(GoogleConfig { service_account_key: SecretRef::File(rotated), ..good.clone() }).await.unwrap_err();
+    assert!(
+        matches!(err, ConnectorError::Unauthorized(ref d) if d.contains("key") && d.contains("Invalid JWT Signature")),
+        "{err}"
+    );
+
+    // The admin to impersonate does not exist.
+    let err = check(GoogleConfig { admin_email: "ghost@example.com".into(), ..good.clone() }).await.unwrap_err();
+    assert!(matches!(err, ConnectorError::Unauthorized(ref d) if d.contains("ghost@example.com")), "{err}");
+
+    // The admin to impersonate is not an admin.
+    let err = check(GoogleConfig { admin_email: NOT_ADMIN.into(), ..good.clone() }).await.unwrap_err();
+    assert!(matches!(err, ConnectorError::Forbidden(ref d) if d.contains("must be an administrator")), "{err}");
+
+    // Unknown customer.
+    let err = check(GoogleConfig { customer: "C0nothere".into(), ..good.clone() }).await.unwrap_err();
+    assert!(matches!(err, ConnectorError::NotFound(ref d) if d.contains("C0nothere")), "{err}");
+
+    // Unknown org unit, unknown group.
+    let ou = GoogleScope::OrgUnits { paths: vec!["/Nowhere".into()] };
+    let err = check(GoogleConfig { scope: ou, ..good.clone() }).await.unwrap_err();
+    assert!(matches!(err, ConnectorError::NotFound(ref d) if d.contains("/Nowhere")), "{err}");
+    let groups = GoogleScope::Groups { groups: vec!["nope@example.com".into()] };
+    let err = check(GoogleConfig { scope: groups, ..good.clone() }).await.unwrap_err();
+    assert!(matches!(err, ConnectorError::NotFound(ref d) if d.contains("nope@example.com")), "{err}");
+
+    // Delegation granted without the group scopes.
+    fake.grant_only(&ALL_SCOPES[..1]);
+    let err = check(good.clone()).await.unwrap_err();
+    assert!(
+        matches!(err, ConnectorError::Forbidden(ref d) if d.contains("domain-wide delegation not granted") && d.contains(CLIENT_ID) && d.contains("admin.directory.group.readonly")),
+        "{err}"
+    );
+    fake.grant_only(&ALL_SCOPES);
+
+    // The key file cannot be read, or is not a service-account key.
+    let missing = GoogleConfig { service_account_key: SecretRef::File("/nonexistent/key.json".into()), ..good.clone() };
+    assert!(matches!(GoogleConnector::new(missing, clock.clone()).unwrap_err(), ConnectorError::Secret { .. }));
+    let junk = dir.path().join("junk.json");
+    std::fs::write(&junk, "{\"type\": \"authorized_user\", \"client_id\": \"x\"}").unwrap();
+    let junk = GoogleConfig { service_account_key: SecretRef::File(junk), ..good };
+    assert!(matches!(GoogleConnector::new(junk, clock.clone()).unwrap_err(), ConnectorError::Config(_)));
+}
+
+#[test]
+fn config_is_strict_and_keeps_the_key_by_reference() {
+    let cfg: GoogleConfig = serde_json::from_value(serde_json::json!({
+        "service_account_key": {"file": "/run/secrets/google.json"},
+        "admin_email": "admin@example.com",
+        "scope": {"type": "org_units", "paths": ["/Engineering"]},
+    }))
+    .unwrap();
+    assert_eq!(cfg.customer, "my_customer");
+    assert_eq!(cfg.api_url, "https://admin.googleapis.com");
+    assert_eq!(cfg.token_url, None);
+    let default: GoogleConfig = serde_json::from_value(serde_json::json!({
+        "service_account_key": {"env": "GOOGLE_KEY"}, "admin_email": "a@b.c",
+    }))
+    .unwrap();
+    assert_eq!(default.scope, GoogleScope::Customer);
+    let unknown = serde_json::json!({"service_account_key": {"env": "K"}, "admin_email": "a@b.c", "domain": "b.c"});
+    assert!(serde_json::from_value::<GoogleConfig>(unknown).is_err());
+    let inline = serde_json::json!({"service_account_key": "{\"private_key\": \"…\"}", "admin_email": "a@b.c"});
+    assert!(serde_json::from_value::<GoogleConfig>(inline).is_err());
+}
