@@ -41,7 +41,7 @@ pub const GROUPS_PAGE: u32 = 200;
 const MEMBERSHIPS_PER_PAGE: usize = 500;
 /// Lifetime asked for in the assertion (Google accepts at most one hour).
 const ASSERTION_LIFETIME_SECS: i64 = 3600;
-/// Google's `users.list` and `groups.list` page reasons that mean "slow down".
+/// The 403/429 reasons of the Directory API that mean "slow down" (retried).
 const RATE_LIMIT_REASONS: [&str; 3] = ["userRateLimitExceeded", "rateLimitExceeded", "quotaExceeded"];
 
 /// A pull connector for one Google Workspace customer.
@@ -298,6 +298,8 @@ impl GoogleConnector {
                 let token = self.access_token().await?;
                 self.api.send_with(&request.authorization("Bearer", &token), &verdict).await?
             }
+            // A 403 is only retried for a rate-limit reason: still throttled after the retries.
+            Err(ConnectorError::Http { status: 403, .. }) => return Err(ConnectorError::RateLimited { wait: None }),
             other => other?,
         };
         response.json()

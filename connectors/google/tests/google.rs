@@ -332,3 +332,39 @@ fn config_is_strict_and_keeps_the_key_by_reference() {
     let inline = serde_json::json!({"service_account_key": "{\"private_key\": \"…\"}", "admin_email": "a@b.c"});
     assert!(serde_json::from_value::<GoogleConfig>(inline).is_err());
 }
+
+#[tokio::test]
+async fn the_token_is_reused_then_refreshed_before_it_expires() {
+    let clock = clock();
+    let fake = GoogleFake::start(10).await;
+    let env = key_file(&fake);
+    fake.create_user(&person("ann", true));
+    let connector = GoogleConnector::new(config(&fake, &env, GoogleScope::Customer), clock.clone()).unwrap();
+    let tokens = || fake.requests().iter().filter(|r| r.starts_with("POST /token")).count();
+    connector.check().await.unwrap();
+    full(&connector).await;
+    assert_eq!(tokens(), 1);
+    // Google's tokens last 3599 s; the cache refreshes 5 minutes before.
+    clock.advance(Duration::from_secs(3599 - 300 + 1));
+    full(&connector).await;
+    assert_eq!(tokens(), 2);
+}
+
+#[tokio::test]
+async fn throttled_past_the_retries_is_rate_limited() {
+    let clock = clock();
+    let fake = GoogleFake::start(10).await;
+    let env = key_file(&fake);
+    fake.create_user(&person("ann", true));
+    let cfg = GoogleConfig {
+        http: HttpSettings { max_attempts: 1, ..HttpSettings::default() },
+        ..config(&fake, &env, GoogleScope::Customer)
+    };
+    let connector = GoogleConnector::new(cfg, clock.clone()).unwrap();
+    connector.check().await.unwrap();
+    // The first throttling answer of the fake is 403 userRateLimitExceeded.
+    fake.fail_next(&[Failure::RateLimited]);
+    let mut sink = MemorySink::new();
+    let err = run_pull(&connector, PullMode::Refresh, &mut sink, &PullOptions::default()).await.unwrap_err();
+    assert!(matches!(err, ConnectorError::RateLimited { .. }), "{err}");
+}

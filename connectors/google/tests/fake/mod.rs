@@ -218,6 +218,7 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
 
 fn failure(s: &mut St, f: Failure, token_endpoint: bool) -> Response {
     match (f, token_endpoint) {
+        // Google documents no throttling body for its token endpoint: an OAuth-style error is assumed.
         (Failure::RateLimited, true) => {
             oauth_error(StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded", "Rate limit exceeded.")
         }
