@@ -26,5 +26,6 @@ macro_rules! on_both_databases {
     };
 }
 
+mod membership;
 mod policy;
 mod runtime;

@@ -169,7 +169,7 @@ impl TestCluster {
     /// Policy's config for this cluster (port 0; metrics off).
     pub fn policy_config(&self) -> muster_policy::PolicyConfig {
         muster_policy::PolicyConfig {
-            listen: ListenConfig { grpc: "127.0.0.1:0".into(), metrics: String::new(), request_timeout_secs: 30 },
+            listen: ListenConfig { grpc: "127.0.0.1:0".into(), metrics: String::new(), request_timeout_secs: 30, shutdown_grace_secs: 5 },
             database: DatabaseConfig { url: muster_runtime::Secret::new(self.policy_db.url()), max_connections: 4 },
             auth: self.auth(),
             ..Default::default()
@@ -194,7 +194,7 @@ impl TestCluster {
     pub fn membership_config(&self) -> muster_membership::MembershipConfig {
         let policy_addr = self.policy_addr.expect("policy started first");
         muster_membership::MembershipConfig {
-            listen: ListenConfig { grpc: "127.0.0.1:0".into(), metrics: String::new(), request_timeout_secs: 30 },
+            listen: ListenConfig { grpc: "127.0.0.1:0".into(), metrics: String::new(), request_timeout_secs: 30, shutdown_grace_secs: 5 },
             database: DatabaseConfig { url: muster_runtime::Secret::new(self.membership_db.url()), max_connections: 4 },
             auth: self.auth(),
             policy: UpstreamConfig {

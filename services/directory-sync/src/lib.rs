@@ -286,10 +286,12 @@ pub async fn run_with(
     };
     let options = ServeOptions {
         tokens,
-        request_timeout: Duration::from_secs(config.listen.request_timeout_secs.max(1)),
+        request_timeout: config.listen.request_timeout(),
         metrics,
+        shutdown_grace: config.listen.shutdown_grace(),
     };
-    let served = muster_runtime::serve(listeners.grpc, stopped(stop_rx), spec, options).await;
+    let served =
+        muster_runtime::serve(listeners.grpc, muster_runtime::Stopping::new(stopped(stop_rx)), spec, options).await;
     let _ = worker.await;
     let http_result = http_task.await.map_err(|e| StartError::Config(format!("http task: {e}")))?;
     served?;

@@ -61,6 +61,7 @@ pub struct Membership {
     store: MembershipStore,
     catalog: OrgCatalog,
     events: Arc<Notify>,
+    stopping: muster_runtime::Stopping,
 }
 
 fn agm_note(uses: Option<(bool, i32)>) -> Vec<String> {
@@ -78,8 +79,13 @@ fn agm_note(uses: Option<(bool, i32)>) -> Vec<String> {
 
 impl Membership {
     /// Over `store`, asking `catalog` (policy).
-    pub fn new(store: MembershipStore, catalog: OrgCatalog) -> Self {
-        Self { store, catalog, events: Arc::new(Notify::new()) }
+    pub fn new(store: MembershipStore, catalog: OrgCatalog, stopping: muster_runtime::Stopping) -> Self {
+        Self { store, catalog, events: Arc::new(Notify::new()), stopping }
+    }
+
+    /// Fires when the service is shutting down (streams end so clients resume elsewhere).
+    pub fn stopping(&self) -> muster_runtime::Stopping {
+        self.stopping.clone()
     }
 
     /// Woken whenever this process commits events.

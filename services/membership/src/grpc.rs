@@ -220,6 +220,7 @@ impl MembershipService for MembershipGrpc {
         }
         let app = self.app.clone();
         let signal = app.event_signal();
+        let stopping = app.stopping();
         let org = non_empty(r.org_id);
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::spawn(async move {
@@ -250,6 +251,10 @@ impl MembershipService for MembershipGrpc {
                     _ = &mut woken => {}
                     _ = tokio::time::sleep(WATCH_POLL) => {}
                     _ = tx.closed() => return,
+                    _ = stopping.wait() => {
+                        let _ = tx.send(Err(Status::unavailable("server is shutting down: reconnect and resume after your last sequence"))).await;
+                        return;
+                    }
                 }
             }
         });

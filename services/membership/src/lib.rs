@@ -13,7 +13,6 @@ pub mod org_catalog;
 pub mod store;
 
 use std::future::Future;
-use std::time::Duration;
 
 use muster_proto::membership::v1::membership_service_server::MembershipServiceServer;
 use muster_runtime::auth::TokenSet;
@@ -117,7 +116,8 @@ pub async fn run(
     let db = tokio::task::spawn_blocking(move || Db::connect(database.url.expose(), database.max_connections))
         .await
         .map_err(|_| muster_runtime::DbError::Cancelled)??;
-    let app = Membership::new(MembershipStore::new(db.clone()), OrgCatalog::new(policy));
+    let stopping = muster_runtime::Stopping::new(shutdown);
+    let app = Membership::new(MembershipStore::new(db.clone()), OrgCatalog::new(policy), stopping.clone());
     let server = MembershipServiceServer::new(MembershipGrpc::new(app))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -129,9 +129,10 @@ pub async fn run(
     };
     let options = ServeOptions {
         tokens,
-        request_timeout: Duration::from_secs(config.listen.request_timeout_secs.max(1)),
+        request_timeout: config.listen.request_timeout(),
         metrics,
+        shutdown_grace: config.listen.shutdown_grace(),
     };
-    muster_runtime::serve(listener, shutdown, spec, options).await?;
+    muster_runtime::serve(listener, stopping, spec, options).await?;
     Ok(())
 }

@@ -114,7 +114,7 @@ pub async fn up(args: UpArgs, data_dir: &Path) -> anyhow::Result<()> {
     spawn_metrics(&args.metrics_addr, metrics.clone(), &shutdown).await?;
 
     let policy_config = muster_policy::PolicyConfig {
-        listen: ListenConfig { grpc: args.policy_addr.clone(), metrics: String::new(), request_timeout_secs: 30 },
+        listen: ListenConfig { grpc: args.policy_addr.clone(), metrics: String::new(), request_timeout_secs: 30, shutdown_grace_secs: 20 },
         database: DatabaseConfig {
             url: muster_runtime::Secret::new(format!("sqlite://{}", data_dir.join("policy.db").display())),
             max_connections: 8,

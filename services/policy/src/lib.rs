@@ -11,7 +11,6 @@ pub mod grpc;
 pub mod store;
 
 use std::future::Future;
-use std::time::Duration;
 
 use muster_proto::policy::v1::policy_service_server::PolicyServiceServer;
 use muster_runtime::auth::TokenSet;
@@ -139,9 +138,10 @@ pub async fn run(
     };
     let options = ServeOptions {
         tokens,
-        request_timeout: Duration::from_secs(config.listen.request_timeout_secs.max(1)),
+        request_timeout: config.listen.request_timeout(),
         metrics,
+        shutdown_grace: config.listen.shutdown_grace(),
     };
-    muster_runtime::serve(listener, shutdown, spec, options).await?;
+    muster_runtime::serve(listener, muster_runtime::Stopping::new(shutdown), spec, options).await?;
     Ok(())
 }

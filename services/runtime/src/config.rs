@@ -204,15 +204,28 @@ pub struct ListenConfig {
     pub metrics: String,
     /// Longest time one RPC may run before it is cancelled with DEADLINE_EXCEEDED.
     pub request_timeout_secs: u64,
+    /// After SIGTERM, how long in-flight calls may finish before connections are closed.
+    pub shutdown_grace_secs: u64,
 }
 
 impl ListenConfig {
+    /// How long one RPC may run.
+    pub fn request_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.request_timeout_secs.max(1))
+    }
+
+    /// How long shutdown waits for in-flight calls.
+    pub fn shutdown_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.shutdown_grace_secs)
+    }
+
     /// Defaults for a service whose gRPC port is `grpc_port`.
     pub fn on_ports(grpc_port: u16, metrics_port: u16) -> Self {
         Self {
             grpc: format!("127.0.0.1:{grpc_port}"),
             metrics: format!("127.0.0.1:{metrics_port}"),
             request_timeout_secs: 30,
+            shutdown_grace_secs: 20,
         }
     }
 }

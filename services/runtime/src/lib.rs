@@ -15,5 +15,5 @@ pub mod telemetry;
 pub mod trace_context;
 
 pub use config::Secret;
-pub use serve::{ServeError, ServeOptions, ServiceSpec, serve, shutdown_signal};
+pub use serve::{ServeError, ServeOptions, ServiceSpec, Stopping, serve, shutdown_signal};
 pub use storage::{Backend, Db, DbConnection, DbError, Migrations};

@@ -52,14 +52,46 @@ pub struct ServeOptions {
     pub request_timeout: Duration,
     /// Where RPC metrics go.
     pub metrics: RpcMetrics,
+    /// After shutdown is asked for, how long in-flight calls may take before the
+    /// remaining connections are closed.
+    pub shutdown_grace: Duration,
 }
 
-/// Serves `spec` on `listener` until `shutdown` completes, then lets in-flight calls
-/// finish. Health reports NOT_SERVING, and other calls get UNAVAILABLE, until the
-/// migrations are done; a failed migration stops the server and is returned.
+/// A shutdown that many parts of a service can watch: the server, and long-lived
+/// streams that must end (so clients reconnect elsewhere and resume from their cursor).
+#[derive(Clone, Debug)]
+pub struct Stopping(tokio::sync::watch::Receiver<bool>);
+
+impl Stopping {
+    /// Fires when `shutdown` completes.
+    pub fn new(shutdown: impl Future<Output = ()> + Send + 'static) -> Self {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        });
+        Self(rx)
+    }
+
+    /// Completes once shutdown is asked for.
+    pub async fn wait(&self) {
+        let mut rx = self.0.clone();
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+
+    /// Whether shutdown was asked for.
+    pub fn is_stopping(&self) -> bool {
+        *self.0.borrow()
+    }
+}
+
+/// Serves `spec` on `listener` until `stopping` fires, then lets in-flight calls
+/// finish for up to `shutdown_grace`. Health reports NOT_SERVING, and other calls get
+/// UNAVAILABLE, until the migrations are done; a failed migration stops the server
+/// and is returned.
 pub async fn serve(
     listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    stopping: Stopping,
     spec: ServiceSpec,
     options: ServeOptions,
 ) -> Result<(), ServeError> {
@@ -75,11 +107,12 @@ pub async fn serve(
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
     let routes = spec.routes.add_service(health).add_service(reflection);
     let readiness = Readiness::new();
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let (fail_tx, mut fail_rx) = tokio::sync::watch::channel(false);
+    let server_stopping = stopping.clone();
     let stop = async move {
         tokio::select! {
-            _ = shutdown => {}
-            _ = stop_rx.changed() => {}
+            _ = server_stopping.wait() => {}
+            _ = fail_rx.changed() => {}
         }
     };
     let server = tonic::transport::Server::builder()
@@ -88,11 +121,11 @@ pub async fn serve(
         .layer(RpcGuardLayer::new(options.tokens, readiness.clone(), options.metrics))
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop);
-    let server = tokio::spawn(server);
+    let mut server = tokio::spawn(server);
 
     if let Err(e) = spec.db.migrate(spec.migrations).await {
         tracing::error!(error = %e, "start-up failed");
-        let _ = stop_tx.send(true);
+        let _ = fail_tx.send(true);
         let _ = server.await;
         return Err(e.into());
     }
@@ -102,9 +135,17 @@ pub async fn serve(
         reporter.set_service_status(*name, ServingStatus::Serving).await;
     }
     tracing::info!(services = ?spec.grpc_names, database = spec.db.target(), "serving");
-    match server.await {
-        Ok(result) => result.map_err(ServeError::from),
-        Err(e) => Err(ServeError::Task(e.to_string())),
+    let grace = options.shutdown_grace;
+    tokio::select! {
+        finished = &mut server => match finished {
+            Ok(result) => result.map_err(ServeError::from),
+            Err(e) => Err(ServeError::Task(e.to_string())),
+        },
+        _ = async { stopping.wait().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace period over: closing remaining connections");
+            server.abort();
+            Ok(())
+        }
     }
 }
 
