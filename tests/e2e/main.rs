@@ -27,5 +27,6 @@ macro_rules! on_both_databases {
 }
 
 mod membership;
+mod directory;
 mod policy;
 mod runtime;

@@ -12,6 +12,10 @@ use muster_runtime::client::{AuthedChannel, MembershipClient, PolicyClient, chan
 use muster_runtime::config::{AuthConfig, DatabaseConfig, ListenConfig, UpstreamConfig};
 use muster_runtime::metrics::RpcMetrics;
 use tokio::net::TcpListener;
+
+/// A directory-sync client.
+pub type DirectoryClient =
+    muster_proto::directory::v1::directory_service_client::DirectoryServiceClient<AuthedChannel>;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -146,6 +150,13 @@ pub struct TestCluster {
     /// Membership.
     pub membership: Option<RunningService>,
     membership_db: TestDb,
+    /// Membership's address, kept across restarts so directory-sync finds it again.
+    membership_addr: Option<std::net::SocketAddr>,
+    /// Directory-sync (gRPC).
+    pub directory: Option<RunningService>,
+    directory_db: TestDb,
+    /// Directory-sync's (gRPC, HTTP) addresses, kept across restarts.
+    directory_addrs: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
 }
 
 impl TestCluster {
@@ -155,10 +166,24 @@ impl TestCluster {
         let metrics = RpcMetrics::new();
         let policy_db = TestDb::create(kind, "policy");
         let membership_db = TestDb::create(kind, "membership");
-        let mut cluster =
-            Self { kind, token, metrics, policy: None, policy_db, policy_addr: None, membership: None, membership_db };
+        let directory_db = TestDb::create(kind, "directory_sync");
+        let mut cluster = Self {
+            kind,
+            token,
+            metrics,
+            policy: None,
+            policy_db,
+            policy_addr: None,
+            membership: None,
+            membership_db,
+            membership_addr: None,
+            directory: None,
+            directory_db,
+            directory_addrs: None,
+        };
         cluster.start_policy().await;
         cluster.start_membership().await;
+        cluster.start_directory().await;
         cluster
     }
 
@@ -206,9 +231,11 @@ impl TestCluster {
         }
     }
 
-    /// (Re)starts membership on its database.
+    /// (Re)starts membership on its database, on the same port as before if it ran already.
     pub async fn start_membership(&mut self) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = self.membership_addr.map(|a| a.to_string()).unwrap_or_else(|| "127.0.0.1:0".into());
+        let listener = TcpListener::bind(&addr).await.unwrap();
+        self.membership_addr = Some(listener.local_addr().unwrap());
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, shutdown) = stopper();
         let config = self.membership_config();
@@ -223,6 +250,75 @@ impl TestCluster {
         if let Some(p) = self.policy.take() {
             p.stop().await.unwrap();
         }
+    }
+
+    /// Stops membership (to test what others do without it).
+    pub async fn stop_membership(&mut self) {
+        if let Some(m) = self.membership.take() {
+            m.stop().await.unwrap();
+        }
+    }
+
+    /// Directory-sync's config for this cluster: fast polls and short backoffs.
+    pub fn directory_config(&self) -> muster_directory_sync::DirectorySyncConfig {
+        let upstream = |addr: std::net::SocketAddr| UpstreamConfig {
+            url: format!("http://{addr}"),
+            token: muster_runtime::Secret::new(self.token.clone()),
+            timeout_ms: 10_000,
+        };
+        muster_directory_sync::DirectorySyncConfig {
+            listen: ListenConfig { grpc: "127.0.0.1:0".into(), metrics: String::new(), request_timeout_secs: 30, shutdown_grace_secs: 5 },
+            database: DatabaseConfig { url: muster_runtime::Secret::new(self.directory_db.url()), max_connections: 4 },
+            auth: self.auth(),
+            policy: upstream(self.policy_addr.expect("policy started first")),
+            membership: upstream(self.membership_addr.expect("membership started first")),
+            sync: muster_directory_sync::SyncConfig {
+                backoff_min_ms: 20,
+                backoff_max_ms: 300,
+                idle_poll_ms: 200,
+                settings_poll_ms: 200,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    /// (Re)starts directory-sync on its database, on the same ports as before if it ran already.
+    pub async fn start_directory(&mut self) {
+        let (grpc_addr, http_addr) = match self.directory_addrs {
+            Some((g, h)) => (g.to_string(), h.to_string()),
+            None => ("127.0.0.1:0".to_string(), "127.0.0.1:0".to_string()),
+        };
+        let grpc = TcpListener::bind(&grpc_addr).await.unwrap();
+        let http = TcpListener::bind(&http_addr).await.unwrap();
+        self.directory_addrs = Some((grpc.local_addr().unwrap(), http.local_addr().unwrap()));
+        let url = format!("http://{}", grpc.local_addr().unwrap());
+        let (stop, shutdown) = stopper();
+        let config = self.directory_config();
+        let metrics = self.metrics.clone();
+        let listeners = muster_directory_sync::Listeners { grpc, http };
+        let task =
+            tokio::spawn(async move { Ok(muster_directory_sync::run(config, listeners, shutdown, metrics).await?) });
+        wait_serving(&url, muster_directory_sync::GRPC_NAME).await;
+        self.directory = Some(RunningService { url, stop, task });
+    }
+
+    /// Stops directory-sync.
+    pub async fn stop_directory(&mut self) {
+        if let Some(d) = self.directory.take() {
+            d.stop().await.unwrap();
+        }
+    }
+
+    /// An authenticated directory-sync client.
+    pub fn directory(&self) -> DirectoryClient {
+        DirectoryClient::new(self.channel(&self.directory.as_ref().expect("directory-sync running").url))
+    }
+
+    /// The SCIM base URL of a directory (`http://127.0.0.1:PORT/scim/v2/ID`).
+    pub fn scim_url(&self, directory_id: &str) -> String {
+        let (_, http) = self.directory_addrs.expect("directory-sync started");
+        format!("http://{http}/scim/v2/{directory_id}")
     }
 
     /// Membership's URL.
@@ -252,6 +348,9 @@ impl TestCluster {
 
     /// Stops every service.
     pub async fn stop(mut self) {
+        if let Some(d) = self.directory.take() {
+            d.stop().await.unwrap();
+        }
         if let Some(m) = self.membership.take() {
             m.stop().await.unwrap();
         }
