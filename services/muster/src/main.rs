@@ -9,6 +9,7 @@ mod up;
 use clap::{Parser, Subcommand};
 
 use crate::cli::Connection;
+use crate::cli::membership_cmds::{self, AuditCmd, EventsCmd, LoginArgs, MembersCmd, SeatsCmd};
 use crate::cli::policy_cmds::{self, DecideArgs, OrgsCmd, ParentsCmd, ProductsCmd, SettingsCmd};
 use crate::output::{Output, describe_error};
 
@@ -48,6 +49,20 @@ enum Command {
     Settings(SettingsCmd),
     /// Explain what policy decides for a made-up person.
     Decide(DecideArgs),
+    /// An org's members.
+    #[command(subcommand)]
+    Members(MembersCmd),
+    /// An org's seats.
+    #[command(subcommand)]
+    Seats(SeatsCmd),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Member events.
+    #[command(subcommand)]
+    Events(EventsCmd),
+    /// Simulate a JIT login through membership and show what it did and why.
+    Login(LoginArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -84,6 +99,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Products(cmd) => policy_cmds::products(&conn, out, cmd).await,
         Command::Settings(cmd) => policy_cmds::settings(&conn, out, cmd).await,
         Command::Decide(args) => policy_cmds::decide(&conn, out, args).await,
+        Command::Members(cmd) => membership_cmds::members(&conn, out, cmd).await,
+        Command::Seats(cmd) => membership_cmds::seats(&conn, out, cmd).await,
+        Command::Audit(cmd) => membership_cmds::audit(&conn, out, cmd).await,
+        Command::Events(cmd) => membership_cmds::events(&conn, out, cmd).await,
+        Command::Login(args) => membership_cmds::login(&conn, out, args).await,
     }
 }
 

@@ -38,7 +38,8 @@ impl Table {
             }
         }
         let line = |cells: Vec<String>| {
-            let padded: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+            let padded: Vec<String> =
+                cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
             padded.join("  ").trim_end().to_string()
         };
         let mut out = vec![line(self.headers.iter().map(|h| h.to_uppercase()).collect())];
@@ -50,10 +51,11 @@ impl Table {
 impl Output {
     /// Prints `value` as JSON, or `human()` as text.
     pub fn print(&self, value: serde_json::Value, human: impl FnOnce() -> String) {
-        if self.json {
-            println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
-        } else {
-            println!("{}", human());
+        use std::io::Write;
+        let text = if self.json { serde_json::to_string_pretty(&value).unwrap_or_default() } else { human() };
+        // A closed pipe (`muster events watch | head`) is the reader saying it has had enough.
+        if writeln!(std::io::stdout().lock(), "{text}").is_err() {
+            std::process::exit(0);
         }
     }
 }
@@ -99,7 +101,8 @@ mod tests {
 
     #[test]
     fn errors_name_their_rule() {
-        let status = muster_runtime::status::rule_status(tonic::Code::InvalidArgument, "agm_requires_jit_or_scim", "mode", "no");
+        let status =
+            muster_runtime::status::rule_status(tonic::Code::InvalidArgument, "agm_requires_jit_or_scim", "mode", "no");
         let text = describe_error(&anyhow::Error::new(status));
         assert_eq!(text, "no (rule: agm_requires_jit_or_scim)");
     }

@@ -15,6 +15,8 @@ use tokio::sync::watch;
 pub enum ServiceName {
     /// Orgs, catalog, settings, decisions.
     Policy,
+    /// Members, seats, logins, audit, events.
+    Membership,
 }
 
 /// `muster serve <service> --config FILE`
@@ -86,6 +88,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let listener = bind(&config.listen.grpc, "policy gRPC").await?;
             tracing::info!(addr = %config.listen.grpc, "policy listening");
             muster_policy::run(config, listener, shutdown.wait(), metrics).await?;
+        }
+        ServiceName::Membership => {
+            let config: muster_membership::MembershipConfig =
+                muster_runtime::config::load(args.config.as_deref(), "MUSTER_MEMBERSHIP")
+                    .context("membership config")?;
+            muster_runtime::telemetry::init(&config.log);
+            let (_tx, shutdown) = Shutdown::on_signal();
+            let metrics = RpcMetrics::new();
+            spawn_metrics(&config.listen.metrics, metrics.clone(), &shutdown).await?;
+            let listener = bind(&config.listen.grpc, "membership gRPC").await?;
+            tracing::info!(addr = %config.listen.grpc, "membership listening");
+            muster_membership::run(config, listener, shutdown.wait(), metrics).await?;
         }
     }
     Ok(())

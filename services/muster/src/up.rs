@@ -9,7 +9,7 @@ use muster_proto::common::v1 as common;
 use muster_proto::policy::v1 as pb;
 use muster_runtime::auth::{generate_token, hash_token};
 use muster_runtime::client::{PolicyClient, channel};
-use muster_runtime::config::{AuthConfig, DatabaseConfig, ListenConfig, LogConfig};
+use muster_runtime::config::{AuthConfig, DatabaseConfig, ListenConfig, LogConfig, UpstreamConfig};
 use muster_runtime::metrics::RpcMetrics;
 
 use crate::cli::token_file;
@@ -21,6 +21,9 @@ pub struct UpArgs {
     /// Policy's gRPC address.
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub policy_addr: String,
+    /// Membership's gRPC address.
+    #[arg(long, default_value = "127.0.0.1:50052")]
+    pub membership_addr: String,
     /// Prometheus metrics address (all services of this process).
     #[arg(long, default_value = "127.0.0.1:9464")]
     pub metrics_addr: String,
@@ -63,7 +66,8 @@ async fn wait_serving(url: &str, service: &str) -> anyhow::Result<()> {
 
 /// Creates the demo parent and org when policy has no parent orgs yet.
 async fn seed_demo(policy: &mut PolicyClient) -> anyhow::Result<Option<(pb::ParentOrg, pb::Org)>> {
-    let existing = policy.list_parent_orgs(pb::ListParentOrgsRequest { page_size: 1, page_token: String::new() }).await?;
+    let existing =
+        policy.list_parent_orgs(pb::ListParentOrgsRequest { page_size: 1, page_token: String::new() }).await?;
     if !existing.into_inner().parent_orgs.is_empty() {
         return Ok(None);
     }
@@ -114,7 +118,12 @@ pub async fn up(args: UpArgs, data_dir: &Path) -> anyhow::Result<()> {
     spawn_metrics(&args.metrics_addr, metrics.clone(), &shutdown).await?;
 
     let policy_config = muster_policy::PolicyConfig {
-        listen: ListenConfig { grpc: args.policy_addr.clone(), metrics: String::new(), request_timeout_secs: 30, shutdown_grace_secs: 20 },
+        listen: ListenConfig {
+            grpc: args.policy_addr.clone(),
+            metrics: String::new(),
+            request_timeout_secs: 30,
+            shutdown_grace_secs: 20,
+        },
         database: DatabaseConfig {
             url: muster_runtime::Secret::new(format!("sqlite://{}", data_dir.join("policy.db").display())),
             max_connections: 8,
@@ -127,11 +136,37 @@ pub async fn up(args: UpArgs, data_dir: &Path) -> anyhow::Result<()> {
     let policy_task = tokio::spawn(muster_policy::run(policy_config, listener, shutdown.wait(), metrics.clone()));
     wait_serving(&policy_url, muster_policy::GRPC_NAME).await?;
 
+    let membership_config = muster_membership::MembershipConfig {
+        listen: ListenConfig {
+            grpc: args.membership_addr.clone(),
+            metrics: String::new(),
+            request_timeout_secs: 30,
+            shutdown_grace_secs: 20,
+        },
+        database: DatabaseConfig {
+            url: muster_runtime::Secret::new(format!("sqlite://{}", data_dir.join("membership.db").display())),
+            max_connections: 8,
+        },
+        auth: auth.clone(),
+        policy: UpstreamConfig {
+            url: policy_url.clone(),
+            token: muster_runtime::Secret::new(token.clone()),
+            timeout_ms: 10_000,
+        },
+        ..Default::default()
+    };
+    let listener = bind(&args.membership_addr, "membership gRPC").await?;
+    let membership_url = format!("http://{}", listener.local_addr()?);
+    let membership_task =
+        tokio::spawn(muster_membership::run(membership_config, listener, shutdown.wait(), metrics.clone()));
+    wait_serving(&membership_url, muster_membership::GRPC_NAME).await?;
+
     let mut policy = PolicyClient::new(channel(&policy_url, &token, std::time::Duration::from_secs(30))?);
     let demo = if args.no_demo { None } else { seed_demo(&mut policy).await? };
 
     println!("Muster is up. Data: {}", data_dir.display());
     println!("  policy       {policy_url}   (muster.policy.v1.PolicyService)");
+    println!("  membership   {membership_url}   (muster.membership.v1.MembershipService)");
     if !args.metrics_addr.is_empty() {
         println!("  metrics      http://{}/metrics", args.metrics_addr);
     }
@@ -143,10 +178,13 @@ pub async fn up(args: UpArgs, data_dir: &Path) -> anyhow::Result<()> {
         println!("      in jit mode with advanced group mapping. Try:");
         println!("  muster settings show {}", org.id);
         println!("  muster decide --org {} --group acme-admins --group acme-engineering", org.id);
+        println!("  muster login --org {} --email ada@acme.test --group acme-admins --group acme-engineering", org.id);
+        println!("  muster members list {}", org.id);
     }
     println!();
     println!("Ctrl-C stops.");
 
+    membership_task.await.context("membership task")??;
     policy_task.await.context("policy task")??;
     Ok(())
 }

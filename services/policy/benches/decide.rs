@@ -13,7 +13,8 @@ use muster_policy::domain::settings::{GroupRef, Mapping, Mode, SettingsData};
 fn main() {
     let catalog = Catalog::builtin();
     let product = catalog.product(ProductKind::ClaudeEnterpriseSeat);
-    let groups_for = |prefix: &str, n: usize| (0..n).map(|i| GroupRef::id(&format!("{prefix}-{i}"))).collect::<Vec<_>>();
+    let groups_for =
+        |prefix: &str, n: usize| (0..n).map(|i| GroupRef::id(&format!("{prefix}-{i}"))).collect::<Vec<_>>();
     let settings = SettingsData {
         mode: Mode::Scim,
         advanced_group_mapping: true,
@@ -50,7 +51,8 @@ fn main() {
     // Warm up, then time whole batches (engine construction included, as in a call).
     for _ in 0..3 {
         let engine = DecisionEngine::new(product, &settings);
-        black_box(subjects.iter().map(|s| engine.decide(Trigger::DirectorySync, s)).count());
+        let decisions: Vec<_> = subjects.iter().map(|s| engine.decide(Trigger::DirectorySync, s)).collect();
+        black_box(decisions);
     }
     let rounds = 20;
     let mut times = Vec::with_capacity(rounds);

@@ -1,5 +1,6 @@
 //! Operator commands: each talks to a running service over gRPC with the admin token.
 
+pub mod membership_cmds;
 pub mod policy_cmds;
 
 use std::path::{Path, PathBuf};
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use muster_runtime::client::{PolicyClient, channel};
+use muster_runtime::client::{MembershipClient, PolicyClient, channel};
 
 /// How commands reach the services.
 #[derive(Args, Debug, Clone)]
@@ -15,6 +16,9 @@ pub struct Connection {
     /// Policy's gRPC URL.
     #[arg(long, global = true, env = "MUSTER_POLICY_URL", default_value = "http://127.0.0.1:50051")]
     pub policy_url: String,
+    /// Membership's gRPC URL.
+    #[arg(long, global = true, env = "MUSTER_MEMBERSHIP_URL", default_value = "http://127.0.0.1:50052")]
+    pub membership_url: String,
     /// Bearer token; defaults to DATA_DIR/admin-token written by `muster up`.
     #[arg(long, global = true, env = "MUSTER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -41,6 +45,13 @@ impl Connection {
             format!("no token: pass --token or MUSTER_TOKEN, or run `muster up` first (looked in {})", path.display())
         })?;
         Ok(text.trim().to_string())
+    }
+
+    /// A membership client.
+    pub fn membership(&self) -> anyhow::Result<MembershipClient> {
+        let chan = channel(&self.membership_url, &self.token()?, Duration::from_secs(self.timeout))
+            .with_context(|| format!("membership url {}", self.membership_url))?;
+        Ok(MembershipClient::new(chan))
     }
 
     /// A policy client.

@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use super::Connection;
 use crate::output::{Output, Table};
 
-fn ts(t: &Option<prost_types::Timestamp>) -> String {
+/// A timestamp as people read it (UTC).
+pub fn ts(t: &Option<prost_types::Timestamp>) -> String {
     t.as_ref()
         .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
         .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
@@ -52,11 +53,15 @@ impl ProductArg {
 }
 
 fn product_name(raw: i32) -> String {
-    pb::ProductKind::try_from(raw).map(|p| p.as_str_name().trim_start_matches("PRODUCT_KIND_").to_lowercase()).unwrap_or_default()
+    pb::ProductKind::try_from(raw)
+        .map(|p| p.as_str_name().trim_start_matches("PRODUCT_KIND_").to_lowercase())
+        .unwrap_or_default()
 }
 
 fn parent_kind_name(raw: i32) -> String {
-    pb::ParentKind::try_from(raw).map(|p| p.as_str_name().trim_start_matches("PARENT_KIND_").to_lowercase()).unwrap_or_default()
+    pb::ParentKind::try_from(raw)
+        .map(|p| p.as_str_name().trim_start_matches("PARENT_KIND_").to_lowercase())
+        .unwrap_or_default()
 }
 
 fn mode_name(raw: i32) -> String {
@@ -208,12 +213,10 @@ pub async fn orgs(conn: &Connection, out: Output, cmd: OrgsCmd) -> anyhow::Resul
     let mut policy = conn.policy()?;
     let one = |o: pb::Org| out.print(org_json(&o), || orgs_table(std::slice::from_ref(&o)));
     match cmd {
-        OrgsCmd::Create { parent, name, product } => one(
-            policy
-                .create_org(pb::CreateOrgRequest { parent_id: parent, name, product: product.pb() as i32 })
-                .await?
-                .into_inner(),
-        ),
+        OrgsCmd::Create { parent, name, product } => one(policy
+            .create_org(pb::CreateOrgRequest { parent_id: parent, name, product: product.pb() as i32 })
+            .await?
+            .into_inner()),
         OrgsCmd::List { parent } => {
             let mut all = Vec::new();
             let mut token = String::new();
@@ -305,7 +308,10 @@ pub struct GroupArg {
 
 impl GroupArg {
     fn to_ref(&self) -> common::GroupRef {
-        common::GroupRef { id: self.group_id.clone().unwrap_or_default(), name: self.group_name.clone().unwrap_or_default() }
+        common::GroupRef {
+            id: self.group_id.clone().unwrap_or_default(),
+            name: self.group_name.clone().unwrap_or_default(),
+        }
     }
 }
 
@@ -403,7 +409,11 @@ fn settings_text(s: &pb::Settings) -> String {
         t.row(vec!["role".into(), m.role.clone(), m.groups.iter().map(group_label).collect::<Vec<_>>().join(", ")]);
     }
     for m in &s.seat_tier_mappings {
-        t.row(vec!["seat tier".into(), m.seat_tier.clone(), m.groups.iter().map(group_label).collect::<Vec<_>>().join(", ")]);
+        t.row(vec![
+            "seat tier".into(),
+            m.seat_tier.clone(),
+            m.groups.iter().map(group_label).collect::<Vec<_>>().join(", "),
+        ]);
     }
     if s.role_mappings.is_empty() && s.seat_tier_mappings.is_empty() {
         lines.push("mappings:               none".into());
@@ -459,7 +469,12 @@ impl GroupMapping for pb::SeatTierMapping {
 }
 
 /// Adds or removes `group` under `target`.
-fn edit_mapping<M: GroupMapping>(mappings: &mut Vec<M>, target: &str, group: common::GroupRef, add: bool) -> anyhow::Result<()> {
+fn edit_mapping<M: GroupMapping>(
+    mappings: &mut Vec<M>,
+    target: &str,
+    group: common::GroupRef,
+    add: bool,
+) -> anyhow::Result<()> {
     let position = mappings.iter().position(|m| m.target() == target);
     match (position, add) {
         (Some(i), true) => {
@@ -616,7 +631,12 @@ pub async fn decide(conn: &Connection, out: Output, args: DecideArgs) -> anyhow:
     };
     let response = conn
         .policy()?
-        .decide(pb::DecideRequest { org_id: args.org, trigger: trigger as i32, subjects: vec![subject], proposed_settings: None })
+        .decide(pb::DecideRequest {
+            org_id: args.org,
+            trigger: trigger as i32,
+            subjects: vec![subject],
+            proposed_settings: None,
+        })
         .await?
         .into_inner();
     let d = response.decisions.into_iter().next().ok_or_else(|| anyhow::anyhow!("policy returned no decision"))?;
