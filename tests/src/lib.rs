@@ -14,8 +14,7 @@ use muster_runtime::metrics::RpcMetrics;
 use tokio::net::TcpListener;
 
 /// A directory-sync client.
-pub type DirectoryClient =
-    muster_proto::directory::v1::directory_service_client::DirectoryServiceClient<AuthedChannel>;
+pub type DirectoryClient = muster_proto::directory::v1::directory_service_client::DirectoryServiceClient<AuthedChannel>;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -194,7 +193,12 @@ impl TestCluster {
     /// Policy's config for this cluster (port 0; metrics off).
     pub fn policy_config(&self) -> muster_policy::PolicyConfig {
         muster_policy::PolicyConfig {
-            listen: ListenConfig { grpc: "127.0.0.1:0".into(), metrics: String::new(), request_timeout_secs: 30, shutdown_grace_secs: 5 },
+            listen: ListenConfig {
+                grpc: "127.0.0.1:0".into(),
+                metrics: String::new(),
+                request_timeout_secs: 30,
+                shutdown_grace_secs: 5,
+            },
             database: DatabaseConfig { url: muster_runtime::Secret::new(self.policy_db.url()), max_connections: 4 },
             auth: self.auth(),
             ..Default::default()
@@ -219,7 +223,12 @@ impl TestCluster {
     pub fn membership_config(&self) -> muster_membership::MembershipConfig {
         let policy_addr = self.policy_addr.expect("policy started first");
         muster_membership::MembershipConfig {
-            listen: ListenConfig { grpc: "127.0.0.1:0".into(), metrics: String::new(), request_timeout_secs: 30, shutdown_grace_secs: 5 },
+            listen: ListenConfig {
+                grpc: "127.0.0.1:0".into(),
+                metrics: String::new(),
+                request_timeout_secs: 30,
+                shutdown_grace_secs: 5,
+            },
             database: DatabaseConfig { url: muster_runtime::Secret::new(self.membership_db.url()), max_connections: 4 },
             auth: self.auth(),
             policy: UpstreamConfig {
@@ -267,7 +276,12 @@ impl TestCluster {
             timeout_ms: 10_000,
         };
         muster_directory_sync::DirectorySyncConfig {
-            listen: ListenConfig { grpc: "127.0.0.1:0".into(), metrics: String::new(), request_timeout_secs: 30, shutdown_grace_secs: 5 },
+            listen: ListenConfig {
+                grpc: "127.0.0.1:0".into(),
+                metrics: String::new(),
+                request_timeout_secs: 30,
+                shutdown_grace_secs: 5,
+            },
             database: DatabaseConfig { url: muster_runtime::Secret::new(self.directory_db.url()), max_connections: 4 },
             auth: self.auth(),
             policy: upstream(self.policy_addr.expect("policy started first")),
