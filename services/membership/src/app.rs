@@ -337,24 +337,7 @@ impl Membership {
         }
         let product = self.catalog.product(org_id).await?;
         let (org, key, directory) = (org_id.to_string(), key.to_string(), directory_id.to_string());
-        self.transact(product, actor, move |s| {
-            if let Some((hash, answer)) = s.ledger().stored_apply(&org, &key)? {
-                if hash != request_hash {
-                    return Err(MembershipError::Refused {
-                        rule: "idempotency_key_reused",
-                        message: format!("idempotency key `{key}` was used for a different batch"),
-                    });
-                }
-                let results: Vec<ItemResult> =
-                    serde_json::from_str(&answer).map_err(|e| MembershipError::Corrupt(e.to_string()))?;
-                return Ok((results, true));
-            }
-            let results = ops::apply_batch(s, &items, &directory)?;
-            let answer = serde_json::to_string(&results).map_err(|e| MembershipError::Corrupt(e.to_string()))?;
-            s.ledger().store_apply(&org, &key, &request_hash, &answer)?;
-            Ok((results, false))
-        })
-        .await
+        self.transact(product, actor, move |s| ops::apply_once(s, &org, &key, &request_hash, &items, &directory)).await
     }
 
     /// A JIT login: asks policy, then applies its decision.

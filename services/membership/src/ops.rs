@@ -515,3 +515,35 @@ pub fn apply_batch<L: Ledger>(
     }
     Ok(results)
 }
+
+/// Applies a batch once per idempotency key: a key seen before answers with its
+/// stored results (`true`: replayed) and changes nothing; a key reused for a
+/// different batch (another `request_hash`) is refused.
+pub fn apply_once<L: Ledger>(
+    s: &mut Session<'_, L>,
+    org_id: &str,
+    key: &str,
+    request_hash: &str,
+    items: &[Desired],
+    directory_id: &str,
+) -> Result<(Vec<ItemResult>, bool), MembershipError> {
+    if let Some((hash, answer)) = s.ledger().stored_apply(org_id, key)? {
+        if hash != request_hash {
+            return Err(MembershipError::Refused {
+                rule: "idempotency_key_reused",
+                message: format!("idempotency key `{key}` was used for a different batch"),
+            });
+        }
+        let results: Vec<ItemResult> =
+            serde_json::from_str(&answer).map_err(|e| MembershipError::Corrupt(e.to_string()))?;
+        return Ok((results, true));
+    }
+    let results = apply_batch(s, items, directory_id)?;
+    let answer = serde_json::to_string(&results).map_err(|e| MembershipError::Corrupt(e.to_string()))?;
+    s.ledger().store_apply(org_id, key, request_hash, &answer)?;
+    Ok((results, false))
+}
+
+#[cfg(test)]
+#[path = "ops_tests.rs"]
+mod tests;
