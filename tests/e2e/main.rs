@@ -26,7 +26,7 @@ macro_rules! on_both_databases {
     };
 }
 
-mod membership;
 mod directory;
+mod membership;
 mod policy;
 mod runtime;

@@ -33,7 +33,10 @@ fn named(name: &str) -> common::GroupRef {
 async fn org_with(cluster: &TestCluster, settings: ppb::SettingsInput) -> String {
     let mut policy = cluster.policy();
     let parent = policy
-        .create_parent_org(ppb::CreateParentOrgRequest { name: "Acme".into(), kind: ppb::ParentKind::Enterprise as i32 })
+        .create_parent_org(ppb::CreateParentOrgRequest {
+            name: "Acme".into(),
+            kind: ppb::ParentKind::Enterprise as i32,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -72,7 +75,10 @@ fn jit_agm() -> ppb::SettingsInput {
             ppb::RoleMapping { role: "Owner".into(), groups: vec![named("owners")] },
             ppb::RoleMapping { role: "Admin".into(), groups: vec![named("admins")] },
         ],
-        seat_tier_mappings: vec![ppb::SeatTierMapping { seat_tier: "Premium".into(), groups: vec![named("engineering")] }],
+        seat_tier_mappings: vec![ppb::SeatTierMapping {
+            seat_tier: "Premium".into(),
+            groups: vec![named("engineering")],
+        }],
     }
 }
 
@@ -93,7 +99,13 @@ async fn login(m: &mut MembershipClient, org: &str, email: &str, assigned: bool,
     .into_inner()
 }
 
-async fn add(m: &mut MembershipClient, org: &str, email: &str, role: &str, tier: &str) -> Result<pb::MemberChange, tonic::Status> {
+async fn add(
+    m: &mut MembershipClient,
+    org: &str,
+    email: &str,
+    role: &str,
+    tier: &str,
+) -> Result<pb::MemberChange, tonic::Status> {
     m.add_member(pb::AddMemberRequest {
         org_id: org.into(),
         email: email.into(),
@@ -202,9 +214,14 @@ async fn seats_exhausted_then_added(kind: DbKind) {
     let org = org_with(&cluster, jit_agm()).await;
     let mut m = cluster.membership();
     for (tier, n) in [("Premium", 1), ("Standard", 1)] {
-        m.set_seats(pb::SetSeatsRequest { org_id: org.clone(), seat_tier: tier.into(), purchased: Some(n), actor: admin() })
-            .await
-            .unwrap();
+        m.set_seats(pb::SetSeatsRequest {
+            org_id: org.clone(),
+            seat_tier: tier.into(),
+            purchased: Some(n),
+            actor: admin(),
+        })
+        .await
+        .unwrap();
     }
     let first = login(&mut m, &org, "a@acme.test", true, &["owners", "engineering"]).await;
     assert_eq!(first.member.unwrap().seat_tier, "Premium");
@@ -221,12 +238,18 @@ async fn seats_exhausted_then_added(kind: DbKind) {
     assert_eq!(usage.tiers[0].pending, 1);
 
     let usage = m
-        .set_seats(pb::SetSeatsRequest { org_id: org.clone(), seat_tier: "Premium".into(), purchased: Some(2), actor: admin() })
+        .set_seats(pb::SetSeatsRequest {
+            org_id: org.clone(),
+            seat_tier: "Premium".into(),
+            purchased: Some(2),
+            actor: admin(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!((usage.tiers[0].used, usage.tiers[0].pending), (2, 0), "adding seats activates pending members");
-    let b = m.get_member(pb::GetMemberRequest { org_id: org.clone(), member_id: pending.id }).await.unwrap().into_inner();
+    let b =
+        m.get_member(pb::GetMemberRequest { org_id: org.clone(), member_id: pending.id }).await.unwrap().into_inner();
     assert_eq!((b.status, b.seat_tier.as_str()), (pb::MemberStatus::Active as i32, "Premium"));
     cluster.stop().await;
 }
@@ -290,7 +313,9 @@ async fn guardian_guard_on_every_path(kind: DbKind) {
 
     // With a second owner the first may go.
     add(&mut m, &org, "second@acme.test", "Owner", "").await.unwrap();
-    m.remove_member(pb::RemoveMemberRequest { org_id: org.clone(), member_id: owner.id, actor: admin() }).await.unwrap();
+    m.remove_member(pb::RemoveMemberRequest { org_id: org.clone(), member_id: owner.id, actor: admin() })
+        .await
+        .unwrap();
     cluster.stop().await;
 }
 
@@ -353,7 +378,11 @@ async fn apply_is_idempotent(kind: DbKind) {
         .lookup_members(pb::LookupMembersRequest {
             org_id: org.clone(),
             identities: vec![
-                pb::Identity { directory_id: "dir-1".into(), external_id: "ext-b@acme.test".into(), ..Default::default() },
+                pb::Identity {
+                    directory_id: "dir-1".into(),
+                    external_id: "ext-b@acme.test".into(),
+                    ..Default::default()
+                },
                 pb::Identity { email: "nobody@acme.test".into(), ..Default::default() },
             ],
         })
@@ -370,9 +399,14 @@ async fn concurrent_adds_never_over_allocate(kind: DbKind) {
     let org = org_with(&cluster, mode(ppb::ProvisioningMode::Scim)).await;
     let mut m = cluster.membership();
     for (tier, n) in [("Premium", 5), ("Standard", 3)] {
-        m.set_seats(pb::SetSeatsRequest { org_id: org.clone(), seat_tier: tier.into(), purchased: Some(n), actor: admin() })
-            .await
-            .unwrap();
+        m.set_seats(pb::SetSeatsRequest {
+            org_id: org.clone(),
+            seat_tier: tier.into(),
+            purchased: Some(n),
+            actor: admin(),
+        })
+        .await
+        .unwrap();
     }
     let mut tasks = Vec::new();
     for i in 0..12 {
@@ -401,7 +435,8 @@ async fn concurrent_adds_never_over_allocate(kind: DbKind) {
     }
     let all = members(&mut m, &org).await;
     assert_eq!(all.len(), 6 + 18);
-    let count = |tier: &str| all.iter().filter(|x| x.seat_tier == tier && x.status == pb::MemberStatus::Active as i32).count();
+    let count =
+        |tier: &str| all.iter().filter(|x| x.seat_tier == tier && x.status == pb::MemberStatus::Active as i32).count();
     assert_eq!((count("Premium"), count("Standard")), (5, 3), "every seat used once, none twice");
     let pending = all.iter().filter(|x| x.status == pb::MemberStatus::PendingSeat as i32).count();
     assert_eq!(pending, 16);
@@ -416,7 +451,8 @@ async fn events_resume_after_restart(kind: DbKind) {
     for i in 0..3 {
         add(&mut m, &org, &format!("p{i}@acme.test"), "Admin", "").await.unwrap();
     }
-    let mut stream = m.watch_events(pb::WatchEventsRequest { after_sequence: 0, org_id: org.clone() }).await.unwrap().into_inner();
+    let mut stream =
+        m.watch_events(pb::WatchEventsRequest { after_sequence: 0, org_id: org.clone() }).await.unwrap().into_inner();
     let mut seen = Vec::new();
     while seen.len() < 3 {
         seen.push(stream.next().await.unwrap().unwrap());
@@ -430,11 +466,20 @@ async fn events_resume_after_restart(kind: DbKind) {
     cluster.start_membership().await;
     let mut m = cluster.membership();
     add(&mut m, &org, "p3@acme.test", "User", "").await.unwrap();
-    m.set_seats(pb::SetSeatsRequest { org_id: org.clone(), seat_tier: "Premium".into(), purchased: Some(10), actor: admin() })
-        .await
-        .unwrap();
+    m.set_seats(pb::SetSeatsRequest {
+        org_id: org.clone(),
+        seat_tier: "Premium".into(),
+        purchased: Some(10),
+        actor: admin(),
+    })
+    .await
+    .unwrap();
 
-    let mut stream = m.watch_events(pb::WatchEventsRequest { after_sequence: cursor, org_id: org.clone() }).await.unwrap().into_inner();
+    let mut stream = m
+        .watch_events(pb::WatchEventsRequest { after_sequence: cursor, org_id: org.clone() })
+        .await
+        .unwrap()
+        .into_inner();
     let next = stream.next().await.unwrap().unwrap();
     let after = stream.next().await.unwrap().unwrap();
     assert_eq!(next.r#type, "member.added");
@@ -499,7 +544,12 @@ async fn manual_changes_and_listing(kind: DbKind) {
         .into_inner();
     assert_eq!(page.members.len(), 1);
     let rest = m
-        .list_members(pb::ListMembersRequest { org_id: org.clone(), page_size: 1, page_token: page.next_page_token, ..Default::default() })
+        .list_members(pb::ListMembersRequest {
+            org_id: org.clone(),
+            page_size: 1,
+            page_token: page.next_page_token,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
