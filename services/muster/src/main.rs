@@ -9,6 +9,7 @@ mod up;
 use clap::{Parser, Subcommand};
 
 use crate::cli::Connection;
+use crate::cli::directory_cmds::{self, DirectoryCmd};
 use crate::cli::membership_cmds::{self, AuditCmd, EventsCmd, LoginArgs, MembersCmd, SeatsCmd};
 use crate::cli::policy_cmds::{self, DecideArgs, OrgsCmd, ParentsCmd, ProductsCmd, SettingsCmd};
 use crate::output::{Output, describe_error};
@@ -63,6 +64,9 @@ enum Command {
     Events(EventsCmd),
     /// Simulate a JIT login through membership and show what it did and why.
     Login(LoginArgs),
+    /// Directories: mirror, sync runs, the brake, previews, directory events.
+    #[command(subcommand)]
+    Directory(DirectoryCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -104,6 +108,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(cmd) => membership_cmds::audit(&conn, out, cmd).await,
         Command::Events(cmd) => membership_cmds::events(&conn, out, cmd).await,
         Command::Login(args) => membership_cmds::login(&conn, out, args).await,
+        Command::Directory(cmd) => directory_cmds::directory(&conn, out, cmd).await,
     }
 }
 

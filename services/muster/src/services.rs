@@ -17,6 +17,8 @@ pub enum ServiceName {
     Policy,
     /// Members, seats, logins, audit, events.
     Membership,
+    /// Directories, mirror, SCIM endpoint, sync runs, previews.
+    DirectorySync,
 }
 
 /// `muster serve <service> --config FILE`
@@ -100,6 +102,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let listener = bind(&config.listen.grpc, "membership gRPC").await?;
             tracing::info!(addr = %config.listen.grpc, "membership listening");
             muster_membership::run(config, listener, shutdown.wait(), metrics).await?;
+        }
+        ServiceName::DirectorySync => {
+            let config: muster_directory_sync::DirectorySyncConfig =
+                muster_runtime::config::load(args.config.as_deref(), "MUSTER_DIRECTORY_SYNC")
+                    .context("directory-sync config")?;
+            muster_runtime::telemetry::init(&config.log);
+            let (_tx, shutdown) = Shutdown::on_signal();
+            let metrics = RpcMetrics::new();
+            spawn_metrics(&config.listen.metrics, metrics.clone(), &shutdown).await?;
+            let grpc = bind(&config.listen.grpc, "directory-sync gRPC").await?;
+            let http = bind(&config.http.addr, "directory-sync SCIM HTTP").await?;
+            tracing::info!(grpc = %config.listen.grpc, scim = %config.http.addr, "directory-sync listening");
+            let listeners = muster_directory_sync::Listeners { grpc, http };
+            muster_directory_sync::run(config, listeners, shutdown.wait(), metrics).await?;
         }
     }
     Ok(())

@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 use clap::Args;
 use muster_proto::common::v1 as common;
+use muster_proto::directory::v1 as dpb;
 use muster_proto::policy::v1 as pb;
 use muster_runtime::auth::{generate_token, hash_token};
 use muster_runtime::client::{PolicyClient, channel};
@@ -13,6 +14,9 @@ use muster_runtime::config::{AuthConfig, DatabaseConfig, ListenConfig, LogConfig
 use muster_runtime::metrics::RpcMetrics;
 
 use crate::cli::token_file;
+
+/// A directory-sync client.
+type DirectoryClient = dpb::directory_service_client::DirectoryServiceClient<muster_runtime::client::AuthedChannel>;
 use crate::services::{Shutdown, bind, spawn_metrics};
 
 /// `muster up`
@@ -24,6 +28,12 @@ pub struct UpArgs {
     /// Membership's gRPC address.
     #[arg(long, default_value = "127.0.0.1:50052")]
     pub membership_addr: String,
+    /// Directory-sync's gRPC address.
+    #[arg(long, default_value = "127.0.0.1:50053")]
+    pub directory_addr: String,
+    /// Directory-sync's HTTP address (the SCIM endpoint).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub scim_addr: String,
     /// Prometheus metrics address (all services of this process).
     #[arg(long, default_value = "127.0.0.1:9464")]
     pub metrics_addr: String,
@@ -107,6 +117,66 @@ async fn seed_demo(policy: &mut PolicyClient) -> anyhow::Result<Option<(pb::Pare
     Ok(Some((parent, org)))
 }
 
+/// The demo's SCIM side: an Enterprise org in scim mode with advanced group mapping
+/// (the same groups as the jit org) under the demo parent, and a SCIM directory for
+/// the parent. Returns the org, the directory's base URL and its token (shown once by
+/// directory-sync; kept in DATA_DIR/scim-token for the tour).
+async fn seed_scim_demo(
+    policy: &mut PolicyClient,
+    directory: &mut DirectoryClient,
+    parent: &pb::ParentOrg,
+    data_dir: &Path,
+) -> anyhow::Result<(pb::Org, String, String)> {
+    let org = policy
+        .create_org(pb::CreateOrgRequest {
+            parent_id: parent.id.clone(),
+            name: "Acme SCIM".into(),
+            product: pb::ProductKind::ClaudeEnterpriseSeat as i32,
+        })
+        .await?
+        .into_inner();
+    let named = |name: &str| common::GroupRef { id: String::new(), name: name.into() };
+    policy
+        .update_settings(pb::UpdateSettingsRequest {
+            org_id: org.id.clone(),
+            expected_version: 0,
+            settings: Some(pb::SettingsInput {
+                mode: pb::ProvisioningMode::Scim as i32,
+                advanced_group_mapping: true,
+                role_mappings: vec![
+                    pb::RoleMapping { role: "Owner".into(), groups: vec![named("acme-owners")] },
+                    pb::RoleMapping { role: "Admin".into(), groups: vec![named("acme-admins")] },
+                    pb::RoleMapping { role: "User".into(), groups: vec![named("acme-everyone")] },
+                ],
+                seat_tier_mappings: vec![pb::SeatTierMapping {
+                    seat_tier: "Premium".into(),
+                    groups: vec![named("acme-engineering")],
+                }],
+            }),
+            actor: Some(common::Actor { kind: Some(common::actor::Kind::System("demo".into())) }),
+        })
+        .await?;
+    let created = directory
+        .create_directory(dpb::CreateDirectoryRequest {
+            parent_id: parent.id.clone(),
+            kind: dpb::DirectoryKind::Scim as i32,
+            display_name: "Acme IdP (SCIM)".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let url = created.directory.map(|d| d.scim_base_url).unwrap_or_default();
+    let path = data_dir.join("scim-token");
+    std::fs::write(&path, format!("{}\n", created.scim_token))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok((org, url, created.scim_token))
+}
+
 /// Runs `muster up` until Ctrl-C.
 pub async fn up(args: UpArgs, data_dir: &Path) -> anyhow::Result<()> {
     muster_runtime::telemetry::init(&LogConfig { level: "warn,muster=info".into(), ..Default::default() });
@@ -161,12 +231,57 @@ pub async fn up(args: UpArgs, data_dir: &Path) -> anyhow::Result<()> {
         tokio::spawn(muster_membership::run(membership_config, listener, shutdown.wait(), metrics.clone()));
     wait_serving(&membership_url, muster_membership::GRPC_NAME).await?;
 
+    let directory_config = muster_directory_sync::DirectorySyncConfig {
+        listen: ListenConfig {
+            grpc: args.directory_addr.clone(),
+            metrics: String::new(),
+            request_timeout_secs: 30,
+            shutdown_grace_secs: 20,
+        },
+        http: muster_directory_sync::HttpConfig { addr: args.scim_addr.clone(), ..Default::default() },
+        database: DatabaseConfig {
+            url: muster_runtime::Secret::new(format!("sqlite://{}", data_dir.join("directory-sync.db").display())),
+            max_connections: 8,
+        },
+        auth: auth.clone(),
+        policy: UpstreamConfig {
+            url: policy_url.clone(),
+            token: muster_runtime::Secret::new(token.clone()),
+            timeout_ms: 10_000,
+        },
+        membership: UpstreamConfig {
+            url: membership_url.clone(),
+            token: muster_runtime::Secret::new(token.clone()),
+            timeout_ms: 10_000,
+        },
+        // Quick to notice settings changes on a laptop.
+        sync: muster_directory_sync::SyncConfig { settings_poll_ms: 2000, ..Default::default() },
+        ..Default::default()
+    };
+    let grpc = bind(&args.directory_addr, "directory-sync gRPC").await?;
+    let http = bind(&args.scim_addr, "directory-sync SCIM HTTP").await?;
+    let directory_url = format!("http://{}", grpc.local_addr()?);
+    let directory_task = tokio::spawn(muster_directory_sync::run(
+        directory_config,
+        muster_directory_sync::Listeners { grpc, http },
+        shutdown.wait(),
+        metrics.clone(),
+    ));
+    wait_serving(&directory_url, muster_directory_sync::GRPC_NAME).await?;
+
     let mut policy = PolicyClient::new(channel(&policy_url, &token, std::time::Duration::from_secs(30))?);
     let demo = if args.no_demo { None } else { seed_demo(&mut policy).await? };
+    let mut directory = DirectoryClient::new(channel(&directory_url, &token, std::time::Duration::from_secs(30))?);
+    let scim_demo = match &demo {
+        Some((parent, _)) => Some(seed_scim_demo(&mut policy, &mut directory, parent, data_dir).await?),
+        None => None,
+    };
 
     println!("Muster is up. Data: {}", data_dir.display());
     println!("  policy       {policy_url}   (muster.policy.v1.PolicyService)");
     println!("  membership   {membership_url}   (muster.membership.v1.MembershipService)");
+    println!("  directory    {directory_url}   (muster.directory.v1.DirectoryService)");
+    println!("  scim         http://{}/scim/v2/<directory id>", args.scim_addr);
     if !args.metrics_addr.is_empty() {
         println!("  metrics      http://{}/metrics", args.metrics_addr);
     }
@@ -181,9 +296,19 @@ pub async fn up(args: UpArgs, data_dir: &Path) -> anyhow::Result<()> {
         println!("  muster login --org {} --email ada@acme.test --group acme-admins --group acme-engineering", org.id);
         println!("  muster members list {}", org.id);
     }
+    if let Some((org, url, scim_token)) = &scim_demo {
+        println!();
+        println!("      and org \"{}\" ({}) in scim mode with advanced group mapping,", org.name, org.id);
+        println!("      fed by a SCIM directory:");
+        println!("  SCIM base URL  {url}");
+        println!("  SCIM token     {scim_token}");
+        println!("                 (also in {})", data_dir.join("scim-token").display());
+        println!("  muster directory list");
+    }
     println!();
     println!("Ctrl-C stops.");
 
+    directory_task.await.context("directory-sync task")??;
     membership_task.await.context("membership task")??;
     policy_task.await.context("policy task")??;
     Ok(())

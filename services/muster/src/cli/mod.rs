@@ -1,5 +1,6 @@
 //! Operator commands: each talks to a running service over gRPC with the admin token.
 
+pub mod directory_cmds;
 pub mod membership_cmds;
 pub mod policy_cmds;
 
@@ -19,6 +20,9 @@ pub struct Connection {
     /// Membership's gRPC URL.
     #[arg(long, global = true, env = "MUSTER_MEMBERSHIP_URL", default_value = "http://127.0.0.1:50052")]
     pub membership_url: String,
+    /// Directory-sync's gRPC URL.
+    #[arg(long, global = true, env = "MUSTER_DIRECTORY_URL", default_value = "http://127.0.0.1:50053")]
+    pub directory_url: String,
     /// Bearer token; defaults to DATA_DIR/admin-token written by `muster up`.
     #[arg(long, global = true, env = "MUSTER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -52,6 +56,19 @@ impl Connection {
         let chan = channel(&self.membership_url, &self.token()?, Duration::from_secs(self.timeout))
             .with_context(|| format!("membership url {}", self.membership_url))?;
         Ok(MembershipClient::new(chan))
+    }
+
+    /// A directory-sync client.
+    pub fn directory(
+        &self,
+    ) -> anyhow::Result<
+        muster_proto::directory::v1::directory_service_client::DirectoryServiceClient<
+            muster_runtime::client::AuthedChannel,
+        >,
+    > {
+        let chan = channel(&self.directory_url, &self.token()?, Duration::from_secs(self.timeout))
+            .with_context(|| format!("directory-sync url {}", self.directory_url))?;
+        Ok(muster_proto::directory::v1::directory_service_client::DirectoryServiceClient::new(chan))
     }
 
     /// A policy client.

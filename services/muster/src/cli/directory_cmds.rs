@@ -1,0 +1,653 @@
+//! `muster directory …`: directories, their mirror, sync runs, the brake, previews and
+//! directory events — what directory-sync offers, for operators.
+
+use std::io::Write;
+
+use clap::{Args, Subcommand, ValueEnum};
+use muster_proto::common::v1 as common;
+use muster_proto::directory::v1 as pb;
+use muster_proto::policy::v1 as ppb;
+use serde_json::{Value, json};
+
+use super::Connection;
+use super::policy_cmds::ts;
+use crate::output::{Output, Table};
+
+fn admin() -> Option<common::Actor> {
+    Some(common::Actor { kind: Some(common::actor::Kind::AdminId("cli".into())) })
+}
+
+fn enum_name(s: &str, prefix: &str) -> String {
+    s.trim_start_matches(prefix).to_lowercase()
+}
+
+fn kind_name(raw: i32) -> String {
+    pb::DirectoryKind::try_from(raw).map(|k| enum_name(k.as_str_name(), "DIRECTORY_KIND_")).unwrap_or_default()
+}
+
+fn state_name(raw: i32) -> String {
+    pb::DirectoryState::try_from(raw).map(|k| enum_name(k.as_str_name(), "DIRECTORY_STATE_")).unwrap_or_default()
+}
+
+fn run_state(raw: i32) -> String {
+    pb::RunState::try_from(raw).map(|k| enum_name(k.as_str_name(), "RUN_STATE_")).unwrap_or_default()
+}
+
+fn trigger_name(raw: i32) -> String {
+    pb::RunTrigger::try_from(raw).map(|k| enum_name(k.as_str_name(), "RUN_TRIGGER_")).unwrap_or_default()
+}
+
+fn item_kind(raw: i32) -> String {
+    pb::RunItemKind::try_from(raw).map(|k| enum_name(k.as_str_name(), "RUN_ITEM_KIND_")).unwrap_or_default()
+}
+
+/// Directory kinds on the command line.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum KindArg {
+    /// SCIM push.
+    Scim,
+    /// Okta API.
+    Okta,
+    /// Entra ID.
+    Entra,
+    /// Google Workspace.
+    Google,
+}
+
+impl KindArg {
+    fn pb(self) -> pb::DirectoryKind {
+        match self {
+            KindArg::Scim => pb::DirectoryKind::Scim,
+            KindArg::Okta => pb::DirectoryKind::Okta,
+            KindArg::Entra => pb::DirectoryKind::Entra,
+            KindArg::Google => pb::DirectoryKind::Google,
+        }
+    }
+}
+
+/// Provisioning modes for a preview.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ModeArg {
+    /// Manual.
+    Manual,
+    /// Just-in-time.
+    Jit,
+    /// SCIM.
+    Scim,
+}
+
+/// `muster directory …`
+#[derive(Subcommand, Debug)]
+pub enum DirectoryCmd {
+    /// Create a directory (for SCIM, prints the base URL and the token, once).
+    Create {
+        /// The parent org it serves.
+        #[arg(long)]
+        parent: String,
+        /// The kind of IdP connection.
+        #[arg(long, value_enum, default_value = "scim")]
+        kind: KindArg,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Connector config (JSON object; secrets as {"env": "VAR"} or {"file": "/path"}).
+        #[arg(long, default_value = "")]
+        config: String,
+        /// Seconds between pulls (pull kinds).
+        #[arg(long, default_value_t = 0)]
+        interval: u32,
+        /// Brake: largest share of an org's members one run may remove, in percent.
+        #[arg(long)]
+        brake_percent: Option<u32>,
+        /// Brake: fewer removals than this never hold a run.
+        #[arg(long)]
+        brake_min: Option<u32>,
+    },
+    /// List directories.
+    List {
+        /// Only of this parent.
+        #[arg(long, default_value = "")]
+        parent: String,
+    },
+    /// A directory's status: state, last run, mirror counts, queue, last error.
+    Show {
+        /// The directory.
+        id: String,
+    },
+    /// Stop reconciling (pushes are still mirrored and queued).
+    Pause {
+        /// The directory.
+        id: String,
+    },
+    /// Reconcile again.
+    Resume {
+        /// The directory.
+        id: String,
+    },
+    /// Delete a directory and its mirror.
+    Delete {
+        /// The directory.
+        id: String,
+    },
+    /// A new SCIM token (printed once); the old one stops working.
+    RotateToken {
+        /// The directory.
+        id: String,
+    },
+    /// Sync now: reconcile every user and member, retry pending seats.
+    Sync {
+        /// The directory.
+        id: String,
+        /// Follow the run with a progress bar until it ends.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// A directory's runs, newest first.
+    Runs {
+        /// The directory.
+        id: String,
+    },
+    /// One run with its held and failed people.
+    Run {
+        /// The run.
+        run_id: String,
+    },
+    /// Release a run held by the mass-removal brake: its removals are applied.
+    Approve {
+        /// The run.
+        run_id: String,
+    },
+    /// End a held run without removing anyone.
+    Reject {
+        /// The run.
+        run_id: String,
+    },
+    /// The mirror's users.
+    Users {
+        /// The directory.
+        id: String,
+        /// userName or email prefix.
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
+    /// The mirror's groups.
+    Groups {
+        /// The directory.
+        id: String,
+        /// Name prefix.
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
+    /// Follow directory events from a sequence.
+    Events {
+        /// Only this directory.
+        #[arg(long, default_value = "")]
+        directory: String,
+        /// Start after this sequence (0: from the oldest kept).
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+    },
+    /// What saving these settings for an org would do, as a diff. Saves nothing.
+    Preview(PreviewArgs),
+    /// How far reconciliation is behind.
+    Lag {
+        /// One directory, or all.
+        #[arg(long, default_value = "")]
+        directory: String,
+    },
+}
+
+/// `muster directory preview`
+#[derive(Args, Debug)]
+pub struct PreviewArgs {
+    /// The org.
+    pub org: String,
+    /// Provisioning mode.
+    #[arg(long, value_enum, default_value = "scim")]
+    pub mode: ModeArg,
+    /// Turn advanced group mapping on.
+    #[arg(long)]
+    pub agm: bool,
+    /// ROLE=GROUP_NAME, repeatable.
+    #[arg(long = "map-role")]
+    pub map_role: Vec<String>,
+    /// TIER=GROUP_NAME, repeatable.
+    #[arg(long = "map-tier")]
+    pub map_tier: Vec<String>,
+    /// The member making the change (for the guardian warning).
+    #[arg(long, default_value = "")]
+    pub acting_member: String,
+}
+
+fn directory_json(d: &pb::Directory) -> Value {
+    let brake = d.brake.unwrap_or_default();
+    json!({
+        "id": d.id, "parent_id": d.parent_id, "kind": kind_name(d.kind), "name": d.display_name,
+        "state": state_name(d.state), "scim_base_url": d.scim_base_url, "config": d.config_json,
+        "sync_interval_seconds": d.sync_interval_seconds,
+        "brake": {"max_removal_percent": brake.max_removal_percent, "min_removals": brake.min_removals},
+    })
+}
+
+fn counts_line(c: &Option<pb::RunCounts>) -> String {
+    let c = (*c).unwrap_or_default();
+    format!(
+        "created {}, updated {}, removed {}, pending seat {}, held {}, errors {}, unchanged {}",
+        c.created, c.updated, c.removed, c.pending_seat, c.held, c.errors, c.unchanged
+    )
+}
+
+fn run_json(r: &pb::SyncRun) -> Value {
+    let c = r.counts.unwrap_or_default();
+    json!({
+        "id": r.id, "directory_id": r.directory_id, "trigger": trigger_name(r.trigger), "state": run_state(r.state),
+        "counts": {"created": c.created, "updated": c.updated, "removed": c.removed, "pending_seat": c.pending_seat,
+                   "held": c.held, "errors": c.errors, "unchanged": c.unchanged},
+        "orgs": r.orgs.iter().map(|o| json!({"org_id": o.org_id, "brake_held": o.brake_held,
+            "removals_decided": o.removals_decided, "members_at_check": o.members_at_check})).collect::<Vec<_>>(),
+        "outcome": r.outcome, "error": r.error, "processed": r.processed, "total": r.total,
+        "items": r.items.iter().map(|i| json!({"org_id": i.org_id, "user_ref": i.user_ref, "email": i.email,
+            "kind": item_kind(i.kind), "detail": i.detail})).collect::<Vec<_>>(),
+        "items_total": r.items_total, "start_time": ts(&r.start_time), "end_time": ts(&r.end_time),
+        "decided_by": r.decided_by,
+    })
+}
+
+fn run_text(r: &pb::SyncRun) -> String {
+    let mut s = format!(
+        "run {}  ({}, {})\n  started {}  ended {}\n  {}\n  {}",
+        r.id,
+        trigger_name(r.trigger),
+        run_state(r.state),
+        ts(&r.start_time),
+        if r.end_time.is_some() { ts(&r.end_time) } else { "-".into() },
+        counts_line(&r.counts),
+        r.outcome
+    );
+    if !r.error.is_empty() {
+        s.push_str(&format!("\n  error: {}", r.error));
+    }
+    for o in r.orgs.iter().filter(|o| o.brake_held) {
+        s.push_str(&format!(
+            "\n  org {}: {} removals held by the brake ({} members) — `muster directory approve {}` or `reject`",
+            o.org_id, o.removals_decided, o.members_at_check, r.id
+        ));
+    }
+    if !r.items.is_empty() {
+        let mut t = Table::new(&["org", "person", "email", "why listed", "detail"]);
+        for i in &r.items {
+            t.row(vec![i.org_id.clone(), i.user_ref.clone(), i.email.clone(), item_kind(i.kind), i.detail.clone()]);
+        }
+        s.push_str(&format!("\n\n{}", t.render()));
+        if r.items_total > r.items.len() as i64 {
+            s.push_str(&format!("\n  … {} in all", r.items_total));
+        }
+    }
+    s
+}
+
+fn progress_bar(r: &pb::SyncRun) {
+    let width = 30usize;
+    let filled = if r.total > 0 { ((r.processed.min(r.total) * width as i64) / r.total) as usize } else { 0 };
+    let waiting = if r.error.is_empty() { String::new() } else { format!("  {}", r.error) };
+    let mut err = std::io::stderr().lock();
+    let _ = write!(
+        err,
+        "\r[{}{}] {}/{} {}{waiting}\x1b[K",
+        "#".repeat(filled),
+        ".".repeat(width - filled),
+        r.processed,
+        r.total,
+        run_state(r.state)
+    );
+    let _ = err.flush();
+}
+
+fn mapping(raw: &str, what: &str) -> anyhow::Result<(String, common::GroupRef)> {
+    let (target, group) = raw
+        .split_once('=')
+        .ok_or_else(|| anyhow::anyhow!("--map-{what} takes {}=GROUP_NAME, got {raw}", what.to_uppercase()))?;
+    Ok((target.trim().to_string(), common::GroupRef { id: String::new(), name: group.trim().to_string() }))
+}
+
+fn change_rows(t: &mut Table, what: &str, changes: &[pb::PreviewChange]) {
+    for c in changes {
+        let role = match (c.from_role.as_str(), c.to_role.as_str()) {
+            ("", to) => format!("+ {to}"),
+            (from, "") => format!("{from} -"),
+            (from, to) if from == to => from.to_string(),
+            (from, to) => format!("{from} -> {to}"),
+        };
+        let tier = match (c.from_seat_tier.as_str(), c.to_seat_tier.as_str()) {
+            (from, to) if from == to => from.to_string(),
+            ("", to) => to.to_string(),
+            (from, "") => from.to_string(),
+            (from, to) => format!("{from} -> {to}"),
+        };
+        t.row(vec![what.to_string(), c.email.clone(), role, tier, c.reasons.join("; ")]);
+    }
+}
+
+/// Runs a `muster directory` command.
+pub async fn directory(conn: &Connection, out: Output, cmd: DirectoryCmd) -> anyhow::Result<()> {
+    let mut d = conn.directory()?;
+    match cmd {
+        DirectoryCmd::Create { parent, kind, name, config, interval, brake_percent, brake_min } => {
+            let r = d
+                .create_directory(pb::CreateDirectoryRequest {
+                    parent_id: parent,
+                    kind: kind.pb() as i32,
+                    display_name: name,
+                    config_json: config,
+                    sync_interval_seconds: interval,
+                    brake: Some(pb::BrakeSettings { max_removal_percent: brake_percent, min_removals: brake_min }),
+                })
+                .await?
+                .into_inner();
+            let dir = r.directory.unwrap_or_default();
+            let mut v = directory_json(&dir);
+            v["scim_token"] = json!(r.scim_token);
+            out.print(v, || {
+                let mut s = format!("directory {} ({}) created", dir.id, kind_name(dir.kind));
+                if !r.scim_token.is_empty() {
+                    s.push_str(&format!(
+                        "\n  SCIM base URL  {}\n  SCIM token     {}\n  (the token is shown only now; `muster directory rotate-token {}` makes a new one)",
+                        dir.scim_base_url, r.scim_token, dir.id
+                    ));
+                }
+                s
+            });
+        }
+        DirectoryCmd::List { parent } => {
+            let mut all = Vec::new();
+            let mut token = String::new();
+            loop {
+                let page = d
+                    .list_directories(pb::ListDirectoriesRequest {
+                        parent_id: parent.clone(),
+                        page_size: 1000,
+                        page_token: token,
+                    })
+                    .await?
+                    .into_inner();
+                all.extend(page.directories);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                token = page.next_page_token;
+            }
+            out.print(json!(all.iter().map(directory_json).collect::<Vec<_>>()), || {
+                let mut t = Table::new(&["id", "kind", "name", "state", "parent", "scim base url"]);
+                for x in &all {
+                    t.row(vec![
+                        x.id.clone(),
+                        kind_name(x.kind),
+                        x.display_name.clone(),
+                        state_name(x.state),
+                        x.parent_id.clone(),
+                        x.scim_base_url.clone(),
+                    ]);
+                }
+                t.render()
+            });
+        }
+        DirectoryCmd::Show { id } => {
+            let s = d.get_directory_status(pb::GetDirectoryStatusRequest { id }).await?.into_inner();
+            let dir = s.directory.clone().unwrap_or_default();
+            let mut v = directory_json(&dir);
+            v["users"] = json!(s.users);
+            v["active_users"] = json!(s.active_users);
+            v["groups"] = json!(s.groups);
+            v["queued"] = json!(s.queued);
+            v["held_runs"] = json!(s.held_runs);
+            v["last_error"] = json!(s.last_error);
+            v["last_run"] = s.last_run.as_ref().map(run_json).unwrap_or(Value::Null);
+            out.print(v, || {
+                let brake = dir.brake.unwrap_or_default();
+                let mut text = format!(
+                    "{} ({}, {})  {}\n  parent      {}\n  scim url    {}\n  mirror      {} users ({} active), {} groups\n  queued      {}\n  held runs   {}\n  brake       more than {}% of an org and at least {} people",
+                    dir.display_name,
+                    kind_name(dir.kind),
+                    state_name(dir.state),
+                    dir.id,
+                    dir.parent_id,
+                    if dir.scim_base_url.is_empty() { "-" } else { &dir.scim_base_url },
+                    s.users,
+                    s.active_users,
+                    s.groups,
+                    s.queued,
+                    s.held_runs,
+                    brake.max_removal_percent.unwrap_or(10),
+                    brake.min_removals.unwrap_or(10)
+                );
+                if !s.last_error.is_empty() {
+                    text.push_str(&format!("\n  last error  {}", s.last_error));
+                }
+                if let Some(r) = &s.last_run {
+                    text.push_str(&format!("\n\nlast {}", run_text(r)));
+                }
+                text
+            });
+        }
+        DirectoryCmd::Pause { id } => {
+            let dir = d.pause_directory(pb::PauseDirectoryRequest { id }).await?.into_inner();
+            out.print(directory_json(&dir), || {
+                format!("directory {} paused: pushes are queued, not reconciled", dir.id)
+            });
+        }
+        DirectoryCmd::Resume { id } => {
+            let dir = d.resume_directory(pb::ResumeDirectoryRequest { id }).await?.into_inner();
+            out.print(directory_json(&dir), || format!("directory {} resumed", dir.id));
+        }
+        DirectoryCmd::Delete { id } => {
+            d.delete_directory(pb::DeleteDirectoryRequest { id: id.clone() }).await?;
+            out.print(json!({"deleted": id}), || format!("directory {id} deleted"));
+        }
+        DirectoryCmd::RotateToken { id } => {
+            let r = d.rotate_scim_token(pb::RotateScimTokenRequest { id }).await?.into_inner();
+            out.print(json!({"scim_base_url": r.scim_base_url, "scim_token": r.scim_token}), || {
+                format!(
+                    "SCIM base URL  {}\nSCIM token     {}\n(shown only now; the old token no longer works)",
+                    r.scim_base_url, r.scim_token
+                )
+            });
+        }
+        DirectoryCmd::Sync { id, wait } => {
+            let mut stream =
+                d.sync_now(pb::SyncNowRequest { directory_id: id, wait, actor: admin() }).await?.into_inner();
+            let mut last = None;
+            while let Some(p) = stream.message().await? {
+                if let Some(r) = &p.run
+                    && wait
+                    && !out.json
+                {
+                    progress_bar(r);
+                }
+                let done = p.done;
+                last = p.run;
+                if done {
+                    break;
+                }
+            }
+            if wait && !out.json {
+                eprintln!();
+            }
+            let run = last.unwrap_or_default();
+            out.print(run_json(&run), || run_text(&run));
+        }
+        DirectoryCmd::Runs { id } => {
+            let runs = d
+                .list_sync_runs(pb::ListSyncRunsRequest { directory_id: id, page_size: 100, page_token: String::new() })
+                .await?
+                .into_inner()
+                .runs;
+            out.print(json!(runs.iter().map(run_json).collect::<Vec<_>>()), || {
+                let mut t = Table::new(&["id", "trigger", "state", "started", "counts"]);
+                for r in &runs {
+                    t.row(vec![
+                        r.id.clone(),
+                        trigger_name(r.trigger),
+                        run_state(r.state),
+                        ts(&r.start_time),
+                        counts_line(&r.counts),
+                    ]);
+                }
+                t.render()
+            });
+        }
+        DirectoryCmd::Run { run_id } => {
+            let r = d.get_sync_run(pb::GetSyncRunRequest { run_id }).await?.into_inner();
+            out.print(run_json(&r), || run_text(&r));
+        }
+        DirectoryCmd::Approve { run_id } => {
+            let r = d.approve_run(pb::ApproveRunRequest { run_id, actor: admin() }).await?.into_inner();
+            out.print(run_json(&r), || format!("run {} approved: applying its held removals", r.id));
+        }
+        DirectoryCmd::Reject { run_id } => {
+            let r = d.reject_run(pb::RejectRunRequest { run_id, actor: admin() }).await?.into_inner();
+            out.print(run_json(&r), || format!("run {} rejected: nobody was removed", r.id));
+        }
+        DirectoryCmd::Users { id, prefix } => {
+            let users = d
+                .list_directory_users(pb::ListDirectoryUsersRequest {
+                    directory_id: id,
+                    prefix,
+                    active: None,
+                    page_size: 1000,
+                    page_token: String::new(),
+                })
+                .await?
+                .into_inner()
+                .users;
+            let rows: Vec<Value> = users
+                .iter()
+                .map(|u| {
+                    json!({"id": u.id, "user_name": u.user_name, "email": u.email, "name": u.display_name,
+                                 "active": u.active, "external_id": u.external_id})
+                })
+                .collect();
+            out.print(json!(rows), || {
+                let mut t = Table::new(&["id", "userName", "email", "name", "active"]);
+                for u in &users {
+                    t.row(vec![
+                        u.id.clone(),
+                        u.user_name.clone(),
+                        u.email.clone(),
+                        u.display_name.clone(),
+                        u.active.to_string(),
+                    ]);
+                }
+                t.render()
+            });
+        }
+        DirectoryCmd::Groups { id, prefix } => {
+            let groups = d
+                .list_directory_groups(pb::ListDirectoryGroupsRequest {
+                    directory_id: id,
+                    prefix,
+                    page_size: 1000,
+                    page_token: String::new(),
+                })
+                .await?
+                .into_inner()
+                .groups;
+            let rows: Vec<Value> = groups
+                .iter()
+                .map(|g| json!({"id": g.id, "name": g.display_name, "members": g.member_count, "external_id": g.external_id}))
+                .collect();
+            out.print(json!(rows), || {
+                let mut t = Table::new(&["id", "name", "members"]);
+                for g in &groups {
+                    t.row(vec![g.id.clone(), g.display_name.clone(), g.member_count.to_string()]);
+                }
+                t.render()
+            });
+        }
+        DirectoryCmd::Events { directory, after } => {
+            let mut stream = d
+                .watch_events(pb::WatchEventsRequest { after_sequence: after, directory_id: directory })
+                .await?
+                .into_inner();
+            while let Some(e) = stream.message().await? {
+                let v = json!({"sequence": e.sequence, "type": e.r#type, "directory_id": e.directory_id,
+                               "resource_id": e.resource_id, "member_id": e.member_id, "time": ts(&e.time)});
+                out.print(v, || {
+                    let member =
+                        if e.member_id.is_empty() { String::new() } else { format!(" member {}", e.member_id) };
+                    format!("{:>6}  {}  {:<22} {}{member}", e.sequence, ts(&e.time), e.r#type, e.resource_id)
+                });
+            }
+        }
+        DirectoryCmd::Preview(args) => {
+            let mode = match args.mode {
+                ModeArg::Manual => ppb::ProvisioningMode::Manual,
+                ModeArg::Jit => ppb::ProvisioningMode::Jit,
+                ModeArg::Scim => ppb::ProvisioningMode::Scim,
+            };
+            let mut role_mappings: Vec<ppb::RoleMapping> = Vec::new();
+            for raw in &args.map_role {
+                let (role, g) = mapping(raw, "role")?;
+                match role_mappings.iter_mut().find(|m| m.role == role) {
+                    Some(m) => m.groups.push(g),
+                    None => role_mappings.push(ppb::RoleMapping { role, groups: vec![g] }),
+                }
+            }
+            let mut seat_tier_mappings: Vec<ppb::SeatTierMapping> = Vec::new();
+            for raw in &args.map_tier {
+                let (tier, g) = mapping(raw, "tier")?;
+                match seat_tier_mappings.iter_mut().find(|m| m.seat_tier == tier) {
+                    Some(m) => m.groups.push(g),
+                    None => seat_tier_mappings.push(ppb::SeatTierMapping { seat_tier: tier, groups: vec![g] }),
+                }
+            }
+            let p = d
+                .preview_settings(pb::PreviewSettingsRequest {
+                    org_id: args.org,
+                    settings: Some(ppb::SettingsInput {
+                        mode: mode as i32,
+                        advanced_group_mapping: args.agm,
+                        role_mappings,
+                        seat_tier_mappings,
+                    }),
+                    acting_member_id: args.acting_member,
+                })
+                .await?
+                .into_inner();
+            let list = |v: &[pb::PreviewChange]| {
+                v.iter()
+                    .map(|c| json!({"user_ref": c.user_ref, "email": c.email, "from_role": c.from_role, "to_role": c.to_role,
+                                    "from_seat_tier": c.from_seat_tier, "to_seat_tier": c.to_seat_tier, "reasons": c.reasons}))
+                    .collect::<Vec<_>>()
+            };
+            let v = json!({
+                "org_id": p.org_id, "added": list(&p.added), "removed": list(&p.removed), "re_roled": list(&p.re_roled),
+                "re_tiered": list(&p.re_tiered), "pending": list(&p.pending),
+                "unmatched_groups": p.unmatched_groups.iter().map(|g| json!({"id": g.id, "name": g.name})).collect::<Vec<_>>(),
+                "warnings": p.warnings, "acting_member_loses_guardian": p.acting_member_loses_guardian,
+                "org_left_without_guardian": p.org_left_without_guardian, "would_trip_brake": p.would_trip_brake,
+                "considered": p.considered,
+            });
+            out.print(v, || {
+                let mut t = Table::new(&["change", "email", "role", "seat tier", "why"]);
+                change_rows(&mut t, "add", &p.added);
+                change_rows(&mut t, "remove", &p.removed);
+                change_rows(&mut t, "re-role", &p.re_roled);
+                change_rows(&mut t, "re-tier", &p.re_tiered);
+                change_rows(&mut t, "pending seat", &p.pending);
+                let mut s = format!("{} people considered; nothing saved.\n\n{}", p.considered, t.render());
+                for w in &p.warnings {
+                    s.push_str(&format!("\nwarning: {w}"));
+                }
+                s
+            });
+        }
+        DirectoryCmd::Lag { directory } => {
+            let l = d.get_reconcile_lag(pb::GetReconcileLagRequest { directory_id: directory }).await?.into_inner();
+            out.print(
+                json!({"queued": l.queued, "lag_seconds": l.lag_seconds, "oldest": ts(&l.oldest_enqueue_time)}),
+                || format!("{} waiting; oldest {:.1}s ago", l.queued, l.lag_seconds),
+            );
+        }
+    }
+    Ok(())
+}
