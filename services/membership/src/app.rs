@@ -141,13 +141,13 @@ impl Membership {
         let identity =
             IdentityIn { email: email.to_string(), display_name: display_name.to_string(), ..Default::default() };
         let reasons = vec!["added by an administrator".to_string()];
-        let org = org_id.to_string();
+
         let member = self
             .transact(product, actor, move |s| {
                 let Some(user) = s.resolve_user(&identity, true)? else {
                     return Err(MembershipError::invalid("email_invalid", "email", "no email"));
                 };
-                if s.ledger().member_of_user(&org, &user)?.is_some() {
+                if s.member_of_user(&user)?.is_some() {
                     return Err(MembershipError::AlreadyMember(user.email));
                 }
                 Ok(s.add(user, &role, &pref, Source::Manual, None, &reasons)?.0)
@@ -185,7 +185,7 @@ impl Membership {
         let reasons = vec!["changed by an administrator".to_string()];
         let (member, outcome) = self
             .transact(product, actor, move |s| {
-                let before = s.ledger().member(&org, &id)?.ok_or(MembershipError::NotFound { what: "member", id })?;
+                let before = s.ledger()?.member(&org, &id)?.ok_or(MembershipError::NotFound { what: "member", id })?;
                 let (after, outcome) = s.change(before, role.as_deref(), &pref, Some(expected_version), &reasons)?;
                 if outcome == Outcome::HeldGuardian {
                     return Err(MembershipError::Refused {
@@ -210,7 +210,7 @@ impl Membership {
         let product = self.catalog.product(org_id).await?;
         let (org, id) = (org_id.to_string(), member_id.to_string());
         self.transact(product, actor, move |s| {
-            let member = s.ledger().member(&org, &id)?.ok_or(MembershipError::NotFound { what: "member", id })?;
+            let member = s.ledger()?.member(&org, &id)?.ok_or(MembershipError::NotFound { what: "member", id })?;
             match s.remove(member, &["removed by an administrator".to_string()])? {
                 Outcome::HeldGuardian => Err(MembershipError::Refused {
                     rule: "guardian_required",
@@ -293,14 +293,14 @@ impl Membership {
         };
         let copy = product.clone();
         self.transact(product.clone(), actor, move |s| {
-            s.ledger().set_seats(&org, &tier, purchased)?;
+            s.ledger()?.set_seats(&org, &tier, purchased)?;
             // Reload so the session's ledger sees the new count, then retry waiting members.
-            let fresh = s.ledger().seat_ledger(&org, &copy.seat_tiers)?;
+            let fresh = s.ledger()?.seat_ledger(&org, &copy.seat_tiers)?;
             s.replace_seats(fresh);
             s.retry_waiting()?;
             let tiers = s.seats().tiers().to_vec();
             let mut waiting = std::collections::HashMap::new();
-            for m in s.ledger().pending(&org)? {
+            for m in s.ledger()?.pending(&org)? {
                 *waiting.entry(m.wanted_seat_tier).or_insert(0) += 1;
             }
             let usage = usage_of(&copy, &tiers, &waiting);
@@ -407,13 +407,12 @@ impl Membership {
             tier: crate::convert::tier_pref(decision.seat_tier.as_ref()),
             reasons: decision.reasons.clone(),
         };
-        let org = org_id.to_string();
         let actor = format!("login:{}", identity.user_ref());
         let (member, outcome) = self
             .transact(product, actor, move |s| {
                 let result = ops::apply_one(s, &desired, Source::Jit, None)?;
                 let member = match s.resolve_user(&desired.identity, false)? {
-                    Some(user) => s.ledger().member_of_user(&org, &user)?,
+                    Some(user) => s.member_of_user(&user)?,
                     None => None,
                 };
                 Ok((member, result.outcome))

@@ -4,6 +4,8 @@
 //! guardian count for the whole transaction, so no path can over-allocate seats or
 //! remove the last guardian, and which writes the audit log and events last.
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -111,7 +113,11 @@ fn json_of(member: Option<&Member>) -> String {
     member.and_then(|m| serde_json::to_string(m).ok()).unwrap_or_else(|| "null".into())
 }
 
-/// One transaction's view of an org.
+/// One transaction's view of an org. Reads of a batch's people are fetched at once
+/// ([`Session::prefetch`]) and writes are buffered and flushed in multi-row
+/// statements, so a 10,000-item batch costs tens of round trips, not tens of
+/// thousands. Safe because the org lock taken in [`Session::begin`] keeps every
+/// other writer of this org out until commit.
 pub struct Session<'l, L: Ledger> {
     ledger: &'l mut L,
     product: &'l OrgProduct,
@@ -121,6 +127,15 @@ pub struct Session<'l, L: Ledger> {
     guardians: i64,
     audit: Vec<AuditRecord>,
     events: Vec<EventRecord>,
+    users_by_link: HashMap<(String, String), User>,
+    users_by_email: HashMap<String, User>,
+    members_by_user: HashMap<String, Option<Member>>,
+    prefetched: bool,
+    new_users: Vec<User>,
+    new_links: Vec<(String, String, String)>,
+    new_member_ids: HashSet<String>,
+    dirty: HashMap<String, Option<Member>>,
+    dirty_order: Vec<String>,
 }
 
 impl<'l, L: Ledger> Session<'l, L> {
@@ -130,18 +145,111 @@ impl<'l, L: Ledger> Session<'l, L> {
         let seats = ledger.seat_ledger(&product.org_id, &product.seat_tiers)?;
         let guardians = ledger.count_active_role(&product.org_id, product.guardian_role())?;
         let at = crate::store::now();
-        Ok(Self { ledger, product, actor, at, seats, guardians, audit: Vec::new(), events: Vec::new() })
+        Ok(Self {
+            ledger,
+            product,
+            actor,
+            at,
+            seats,
+            guardians,
+            audit: Vec::new(),
+            events: Vec::new(),
+            users_by_link: HashMap::new(),
+            users_by_email: HashMap::new(),
+            members_by_user: HashMap::new(),
+            prefetched: false,
+            new_users: Vec::new(),
+            new_links: Vec::new(),
+            new_member_ids: HashSet::new(),
+            dirty: HashMap::new(),
+            dirty_order: Vec::new(),
+        })
     }
 
-    /// The ledger (for reads inside the transaction).
-    pub fn ledger(&mut self) -> &mut L {
-        self.ledger
+    /// The ledger, with this session's buffered writes flushed first so that what
+    /// it reads is current.
+    pub fn ledger(&mut self) -> Result<&mut L, MembershipError> {
+        self.flush()?;
+        Ok(self.ledger)
     }
 
-    /// Writes the audit records and events collected, last.
-    pub fn finish(self) -> Result<(), MembershipError> {
+    /// Writes buffered people, links and member changes.
+    fn flush(&mut self) -> Result<(), MembershipError> {
+        if !self.new_users.is_empty() {
+            self.ledger.insert_users(&std::mem::take(&mut self.new_users))?;
+        }
+        if !self.new_links.is_empty() {
+            self.ledger.insert_links(&std::mem::take(&mut self.new_links))?;
+        }
+        if !self.dirty_order.is_empty() {
+            let mut gone = Vec::new();
+            let mut rows = Vec::new();
+            for id in std::mem::take(&mut self.dirty_order) {
+                let Some(after) = self.dirty.remove(&id) else { continue };
+                if !self.new_member_ids.contains(&id) {
+                    gone.push(id);
+                }
+                rows.extend(after);
+            }
+            self.new_member_ids.clear();
+            self.ledger.replace_members(&gone, &rows)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes every write, then the audit records and events collected, last.
+    pub fn finish(mut self) -> Result<(), MembershipError> {
+        self.flush()?;
         self.ledger.append_audit(&self.audit)?;
         self.ledger.append_events(&self.events)
+    }
+
+    /// Loads the people of a batch, and their memberships in this org, in a few queries.
+    pub fn prefetch(&mut self, identities: &[IdentityIn]) -> Result<(), MembershipError> {
+        let links: Vec<(String, String)> = identities
+            .iter()
+            .filter(|i| !i.directory_id.is_empty() && !i.external_id.is_empty())
+            .map(|i| (i.directory_id.clone(), i.external_id.clone()))
+            .collect();
+        let emails: Vec<String> =
+            identities.iter().map(|i| normalize_email(&i.email)).filter(|e| !e.is_empty()).collect();
+        let (by_link, by_email) = self.ledger.users_for(&links, &emails)?;
+        let mut user_ids: Vec<String> = by_link.values().chain(by_email.values()).map(|u| u.id.clone()).collect();
+        user_ids.sort();
+        user_ids.dedup();
+        self.users_by_link.extend(by_link);
+        self.users_by_email.extend(by_email);
+        for id in &user_ids {
+            self.members_by_user.insert(id.clone(), None);
+        }
+        for m in self.ledger.members_of(&self.product.org_id, &user_ids)? {
+            self.members_by_user.insert(m.user.id.clone(), Some(m));
+        }
+        self.prefetched = true;
+        Ok(())
+    }
+
+    /// A person's membership in this org.
+    pub fn member_of_user(&mut self, user: &User) -> Result<Option<Member>, MembershipError> {
+        if let Some(known) = self.members_by_user.get(&user.id) {
+            return Ok(known.clone());
+        }
+        // Anything this session changed for the person is cached, so the stored row is current.
+        let found = self.ledger.member_of_user(&self.product.org_id, user)?;
+        self.members_by_user.insert(user.id.clone(), found.clone());
+        Ok(found)
+    }
+
+    fn write_member(&mut self, member: &Member) {
+        self.members_by_user.insert(member.user.id.clone(), Some(member.clone()));
+        self.dirty.insert(member.id.clone(), Some(member.clone()));
+        self.dirty_order.push(member.id.clone());
+    }
+
+    fn delete_member(&mut self, member: &Member) {
+        self.members_by_user.insert(member.user.id.clone(), None);
+        self.dirty.insert(member.id.clone(), None);
+        self.dirty_order.push(member.id.clone());
     }
 
     fn record(&mut self, action: &str, before: Option<&Member>, after: Option<&Member>, reasons: &[String]) {
@@ -195,12 +303,29 @@ impl<'l, L: Ledger> Session<'l, L> {
     /// Finds a person by directory identity, then by email; creates them when
     /// `create` (an email is then required). Links the identity when found by email.
     pub fn resolve_user(&mut self, id: &IdentityIn, create: bool) -> Result<Option<User>, MembershipError> {
-        let linked = !id.directory_id.is_empty() && !id.external_id.is_empty();
-        if linked && let Some(user) = self.ledger.user_by_link(&id.directory_id, &id.external_id)? {
-            return Ok(Some(user));
+        let link = (!id.directory_id.is_empty() && !id.external_id.is_empty())
+            .then(|| (id.directory_id.clone(), id.external_id.clone()));
+        if let Some(key) = &link {
+            if let Some(user) = self.users_by_link.get(key) {
+                return Ok(Some(user.clone()));
+            }
+            if !self.prefetched
+                && let Some(user) = self.ledger.user_by_link(&key.0, &key.1)?
+            {
+                self.users_by_link.insert(key.clone(), user.clone());
+                return Ok(Some(user));
+            }
         }
         let email = normalize_email(&id.email);
-        let found = if email.is_empty() { None } else { self.ledger.user_by_email(&email)? };
+        let found = if email.is_empty() {
+            None
+        } else if let Some(user) = self.users_by_email.get(&email) {
+            Some(user.clone())
+        } else if self.prefetched {
+            None
+        } else {
+            self.ledger.user_by_email(&email)?
+        };
         let user = match found {
             Some(user) => user,
             None if !create => return Ok(None),
@@ -221,12 +346,17 @@ impl<'l, L: Ledger> Session<'l, L> {
                         id.display_name.trim().to_string()
                     },
                 };
-                self.ledger.insert_user(&user)?;
+                self.new_users.push(user.clone());
+                // Nobody else can be a member yet: no query needed later.
+                self.members_by_user.insert(user.id.clone(), None);
                 user
             }
         };
-        if linked {
-            self.ledger.link(&id.directory_id, &id.external_id, &user.id)?;
+        self.users_by_email.insert(user.email.clone(), user.clone());
+        if let Some(key) = link {
+            // Looked up above and not found: the link is new.
+            self.new_links.push((key.0.clone(), key.1.clone(), user.id.clone()));
+            self.users_by_link.insert(key, user.clone());
         }
         Ok(Some(user))
     }
@@ -275,7 +405,8 @@ impl<'l, L: Ledger> Session<'l, L> {
             created_at: self.at,
             updated_at: self.at,
         };
-        self.ledger.insert_member(&member)?;
+        self.new_member_ids.insert(member.id.clone());
+        self.write_member(&member);
         if status == Status::Active && member.role == self.product.guardian_role() {
             self.guardians += 1;
         }
@@ -308,6 +439,11 @@ impl<'l, L: Ledger> Session<'l, L> {
         expected_version: Option<i64>,
         reasons: &[String],
     ) -> Result<(Member, Outcome), MembershipError> {
+        if let Some(v) = expected_version
+            && v != before.version
+        {
+            return Err(MembershipError::VersionConflict { expected: v });
+        }
         let new_role = role.unwrap_or(&before.role).to_string();
         self.check_member_state(&new_role, pref)?;
         if !self.guard(&before, GuardedChange::Role(&new_role)) {
@@ -361,11 +497,6 @@ impl<'l, L: Ledger> Session<'l, L> {
             && after.status == before.status
             && after.wanted_seat_tier == before.wanted_seat_tier;
         if unchanged {
-            if let Some(v) = expected_version
-                && v != before.version
-            {
-                return Err(MembershipError::VersionConflict { expected: v });
-            }
             let outcome = if after.wanted_seat_tier.is_some() || after.status == Status::PendingSeat {
                 Outcome::PendingSeat
             } else {
@@ -375,9 +506,7 @@ impl<'l, L: Ledger> Session<'l, L> {
         }
         after.version = before.version + 1;
         after.updated_at = self.at;
-        if !self.ledger.save_member(&after, expected_version.unwrap_or(before.version))? {
-            return Err(MembershipError::VersionConflict { expected: expected_version.unwrap_or(before.version) });
-        }
+        self.write_member(&after);
         let guardian = self.product.guardian_role();
         let was = before.status == Status::Active && before.role == guardian;
         let is = after.status == Status::Active && after.role == guardian;
@@ -399,7 +528,7 @@ impl<'l, L: Ledger> Session<'l, L> {
             self.record("member.held_guardian", Some(&member), Some(&member), reasons);
             return Ok(Outcome::HeldGuardian);
         }
-        self.ledger.delete_member(&member.id)?;
+        self.delete_member(&member);
         if member.status == Status::Active {
             if let Some(t) = &member.seat_tier {
                 self.seats.release(t);
@@ -418,7 +547,8 @@ impl<'l, L: Ledger> Session<'l, L> {
         let reasons = vec!["a seat became free".to_string()];
         let mut done = 0;
         let mut still = 0;
-        for member in self.ledger.pending(&self.product.org_id)? {
+        let org = self.product.org_id.clone();
+        for member in self.ledger()?.pending(&org)? {
             let pref = match &member.wanted_seat_tier {
                 Some(t) => TierPref::Mapped(t.clone()),
                 None => TierPref::HighestFree,
@@ -463,8 +593,7 @@ pub fn apply_one<L: Ledger>(
             let Some(user) = s.resolve_user(&item.identity, false)? else {
                 return Ok(result(Outcome::Unchanged, String::new()));
             };
-            let product_org = s.product.org_id.clone();
-            match s.ledger().member_of_user(&product_org, &user)? {
+            match s.member_of_user(&user)? {
                 None => Ok(result(Outcome::Unchanged, String::new())),
                 Some(member) => {
                     let id = member.id.clone();
@@ -477,8 +606,7 @@ pub fn apply_one<L: Ledger>(
             let Some(user) = s.resolve_user(&item.identity, true)? else {
                 return Ok(result(Outcome::Error, String::new()));
             };
-            let product_org = s.product.org_id.clone();
-            match s.ledger().member_of_user(&product_org, &user)? {
+            match s.member_of_user(&user)? {
                 Some(member) => {
                     let (m, outcome) = s.change(member, Some(&item.role), &item.tier, None, &item.reasons)?;
                     Ok(result(outcome, m.id))
@@ -500,6 +628,8 @@ pub fn apply_batch<L: Ledger>(
     directory_id: &str,
 ) -> Result<Vec<ItemResult>, MembershipError> {
     let directory = (!directory_id.is_empty()).then_some(directory_id);
+    let identities: Vec<IdentityIn> = items.iter().map(|i| i.identity.clone()).collect();
+    s.prefetch(&identities)?;
     let mut results = Vec::with_capacity(items.len());
     for item in items {
         match apply_one(s, item, Source::Directory, directory) {
@@ -527,7 +657,7 @@ pub fn apply_once<L: Ledger>(
     items: &[Desired],
     directory_id: &str,
 ) -> Result<(Vec<ItemResult>, bool), MembershipError> {
-    if let Some((hash, answer)) = s.ledger().stored_apply(org_id, key)? {
+    if let Some((hash, answer)) = s.ledger()?.stored_apply(org_id, key)? {
         if hash != request_hash {
             return Err(MembershipError::Refused {
                 rule: "idempotency_key_reused",
@@ -540,7 +670,7 @@ pub fn apply_once<L: Ledger>(
     }
     let results = apply_batch(s, items, directory_id)?;
     let answer = serde_json::to_string(&results).map_err(|e| MembershipError::Corrupt(e.to_string()))?;
-    s.ledger().store_apply(org_id, key, request_hash, &answer)?;
+    s.ledger()?.store_apply(org_id, key, request_hash, &answer)?;
     Ok((results, false))
 }
 

@@ -28,12 +28,47 @@ impl Ledger for MemoryLedger {
         let id = self.links.get(&(d.to_string(), x.to_string()));
         Ok(id.and_then(|id| self.users.iter().find(|u| &u.id == id).cloned()))
     }
-    fn insert_user(&mut self, user: &User) -> Result<(), MembershipError> {
-        self.users.push(user.clone());
+    fn users_for(
+        &mut self,
+        links: &[(String, String)],
+        emails: &[String],
+    ) -> Result<(HashMap<(String, String), User>, HashMap<String, User>), MembershipError> {
+        let mut by_link = HashMap::new();
+        for l in links {
+            if let Some(u) = self.user_by_link(&l.0, &l.1)? {
+                by_link.insert(l.clone(), u);
+            }
+        }
+        let mut by_email = HashMap::new();
+        for e in emails {
+            if let Some(u) = self.user_by_email(e)? {
+                by_email.insert(e.clone(), u);
+            }
+        }
+        Ok((by_link, by_email))
+    }
+    fn members_of(&mut self, org_id: &str, user_ids: &[String]) -> Result<Vec<Member>, MembershipError> {
+        Ok(self.members.iter().filter(|m| m.org_id == org_id && user_ids.contains(&m.user.id)).cloned().collect())
+    }
+    fn insert_users(&mut self, users: &[User]) -> Result<(), MembershipError> {
+        for u in users {
+            assert!(self.users.iter().all(|x| x.email != u.email), "email unique");
+            self.users.push(u.clone());
+        }
         Ok(())
     }
-    fn link(&mut self, d: &str, x: &str, user_id: &str) -> Result<(), MembershipError> {
-        self.links.entry((d.to_string(), x.to_string())).or_insert_with(|| user_id.to_string());
+    fn insert_links(&mut self, links: &[(String, String, String)]) -> Result<(), MembershipError> {
+        for (d, x, u) in links {
+            assert!(self.links.insert((d.clone(), x.clone()), u.clone()).is_none(), "link unique");
+        }
+        Ok(())
+    }
+    fn replace_members(&mut self, gone: &[String], rows: &[Member]) -> Result<(), MembershipError> {
+        self.members.retain(|m| !gone.contains(&m.id));
+        for r in rows {
+            assert!(self.members.iter().all(|m| m.id != r.id), "member id unique");
+            self.members.push(r.clone());
+        }
         Ok(())
     }
     fn member(&mut self, org_id: &str, member_id: &str) -> Result<Option<Member>, MembershipError> {
@@ -41,23 +76,6 @@ impl Ledger for MemoryLedger {
     }
     fn member_of_user(&mut self, org_id: &str, user: &User) -> Result<Option<Member>, MembershipError> {
         Ok(self.members.iter().find(|m| m.org_id == org_id && m.user.id == user.id).cloned())
-    }
-    fn insert_member(&mut self, member: &Member) -> Result<(), MembershipError> {
-        self.members.push(member.clone());
-        Ok(())
-    }
-    fn save_member(&mut self, member: &Member, expected_version: i64) -> Result<bool, MembershipError> {
-        match self.members.iter_mut().find(|m| m.id == member.id && m.version == expected_version) {
-            Some(m) => {
-                *m = member.clone();
-                Ok(true)
-            }
-            None => Ok(false),
-        }
-    }
-    fn delete_member(&mut self, member_id: &str) -> Result<(), MembershipError> {
-        self.members.retain(|m| m.id != member_id);
-        Ok(())
     }
     fn count_active_role(&mut self, org_id: &str, role: &str) -> Result<i64, MembershipError> {
         Ok(self.members.iter().filter(|m| m.org_id == org_id && m.role == role && m.status == Status::Active).count()

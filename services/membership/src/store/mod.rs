@@ -7,6 +7,8 @@ mod sql_ledger;
 
 pub use sql_ledger::{AuditFilter, MemberFilter, MembershipStore, SqlLedger, now};
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -62,20 +64,26 @@ pub trait Ledger {
     fn user_by_email(&mut self, email: &str) -> Result<Option<User>, MembershipError>;
     /// A person by a directory identity.
     fn user_by_link(&mut self, directory_id: &str, external_id: &str) -> Result<Option<User>, MembershipError>;
-    /// Adds a person.
-    fn insert_user(&mut self, user: &User) -> Result<(), MembershipError>;
-    /// Links a directory identity to a person (no-op when already linked).
-    fn link(&mut self, directory_id: &str, external_id: &str, user_id: &str) -> Result<(), MembershipError>;
+    /// People by directory identity and by (lowercased) email, for a batch.
+    #[allow(clippy::type_complexity)]
+    fn users_for(
+        &mut self,
+        links: &[(String, String)],
+        emails: &[String],
+    ) -> Result<(HashMap<(String, String), User>, HashMap<String, User>), MembershipError>;
+    /// The memberships in an org of these people.
+    fn members_of(&mut self, org_id: &str, user_ids: &[String]) -> Result<Vec<Member>, MembershipError>;
     /// A member by id, in an org.
     fn member(&mut self, org_id: &str, member_id: &str) -> Result<Option<Member>, MembershipError>;
     /// A person's membership in an org.
     fn member_of_user(&mut self, org_id: &str, user: &User) -> Result<Option<Member>, MembershipError>;
-    /// Adds a member.
-    fn insert_member(&mut self, member: &Member) -> Result<(), MembershipError>;
-    /// Saves a member if its stored version is still `expected_version`.
-    fn save_member(&mut self, member: &Member, expected_version: i64) -> Result<bool, MembershipError>;
-    /// Deletes a member.
-    fn delete_member(&mut self, member_id: &str) -> Result<(), MembershipError>;
+    /// Adds people.
+    fn insert_users(&mut self, users: &[User]) -> Result<(), MembershipError>;
+    /// Adds identity links (directory id, external id, user id).
+    fn insert_links(&mut self, links: &[(String, String, String)]) -> Result<(), MembershipError>;
+    /// Deletes the members `gone` (by id), then writes `rows` (new or changed members)
+    /// in their place. The org lock makes a compare-and-set unnecessary here.
+    fn replace_members(&mut self, gone: &[String], rows: &[Member]) -> Result<(), MembershipError>;
     /// Active members of an org holding `role`.
     fn count_active_role(&mut self, org_id: &str, role: &str) -> Result<i64, MembershipError>;
     /// The org's seats for `tiers` (highest first), with their use now.

@@ -19,6 +19,21 @@ use crate::error::MembershipError;
 /// event that commits after a later-numbered one.
 const EVENTS_LOCK: i64 = 7_202_612;
 
+/// Runs a statement on the concrete connection: diesel's combined backend cannot
+/// express multi-row inserts, each real backend can.
+macro_rules! on_backend {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            DbConnection::Postgres($c) => $body,
+            DbConnection::Sqlite($c) => $body,
+        }
+    };
+}
+
+/// Rows per multi-row statement: far under SQLite's and PostgreSQL's bind limits
+/// (12 columns x 500 = 6,000 binds), large enough that a 10,000-row batch is 20 statements.
+const CHUNK: usize = 500;
+
 #[derive(Queryable, Insertable, Clone)]
 #[diesel(table_name = users)]
 struct UserRow {
@@ -168,33 +183,95 @@ impl Ledger for SqlLedger<'_> {
             .map(user_from))
     }
 
-    fn insert_user(&mut self, user: &User) -> Result<(), MembershipError> {
-        diesel::insert_into(users::table)
-            .values(UserRow {
-                id: user.id.clone(),
-                email: user.email.clone(),
-                display_name: user.display_name.clone(),
-                created_at: now().naive_utc(),
-            })
-            .execute(self.conn)?;
+    fn users_for(
+        &mut self,
+        links: &[(String, String)],
+        emails: &[String],
+    ) -> Result<(HashMap<(String, String), User>, HashMap<String, User>), MembershipError> {
+        let mut by_directory: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (dir, ext) in links {
+            by_directory.entry(dir.as_str()).or_default().push(ext.as_str());
+        }
+        let mut by_link = HashMap::new();
+        for (dir, exts) in by_directory {
+            for chunk in exts.chunks(CHUNK) {
+                let rows: Vec<(String, UserRow)> = identity_links::table
+                    .inner_join(users::table)
+                    .filter(identity_links::directory_id.eq(dir))
+                    .filter(identity_links::external_id.eq_any(chunk))
+                    .select((
+                        identity_links::external_id,
+                        (users::id, users::email, users::display_name, users::created_at),
+                    ))
+                    .load(self.conn)?;
+                for (ext, user) in rows {
+                    by_link.insert((dir.to_string(), ext), user_from(user));
+                }
+            }
+        }
+        let mut by_email = HashMap::new();
+        for chunk in emails.chunks(CHUNK) {
+            for user in users::table.filter(users::email.eq_any(chunk)).load::<UserRow>(self.conn)? {
+                by_email.insert(user.email.clone(), user_from(user));
+            }
+        }
+        Ok((by_link, by_email))
+    }
+
+    fn members_of(&mut self, org_id: &str, user_ids: &[String]) -> Result<Vec<Member>, MembershipError> {
+        let mut out = Vec::new();
+        for chunk in user_ids.chunks(CHUNK) {
+            let rows = members::table
+                .inner_join(users::table)
+                .filter(members::org_id.eq(org_id))
+                .filter(members::user_id.eq_any(chunk))
+                .load::<(MemberRow, UserRow)>(self.conn)?;
+            out.extend(load_members(self.conn, rows)?);
+        }
+        Ok(out)
+    }
+
+    fn insert_users(&mut self, users_in: &[User]) -> Result<(), MembershipError> {
+        let at = now().naive_utc();
+        for chunk in users_in.chunks(CHUNK) {
+            let rows: Vec<UserRow> = chunk
+                .iter()
+                .map(|u| UserRow {
+                    id: u.id.clone(),
+                    email: u.email.clone(),
+                    display_name: u.display_name.clone(),
+                    created_at: at,
+                })
+                .collect();
+            on_backend!(self.conn, c => diesel::insert_into(users::table).values(&rows).execute(c))?;
+        }
         Ok(())
     }
 
-    fn link(&mut self, directory_id: &str, external_id: &str, user_id: &str) -> Result<(), MembershipError> {
-        let existing: Option<String> = identity_links::table
-            .filter(identity_links::directory_id.eq(directory_id))
-            .filter(identity_links::external_id.eq(external_id))
-            .select(identity_links::user_id)
-            .first(self.conn)
-            .optional()?;
-        if existing.is_none() {
-            diesel::insert_into(identity_links::table)
-                .values((
-                    identity_links::directory_id.eq(directory_id),
-                    identity_links::external_id.eq(external_id),
-                    identity_links::user_id.eq(user_id),
-                ))
-                .execute(self.conn)?;
+    fn insert_links(&mut self, links: &[(String, String, String)]) -> Result<(), MembershipError> {
+        for chunk in links.chunks(CHUNK) {
+            let rows: Vec<_> = chunk
+                .iter()
+                .map(|(d, x, u)| {
+                    (
+                        identity_links::directory_id.eq(d),
+                        identity_links::external_id.eq(x),
+                        identity_links::user_id.eq(u),
+                    )
+                })
+                .collect();
+            on_backend!(self.conn, c => diesel::insert_into(identity_links::table).values(&rows).execute(c))?;
+        }
+        Ok(())
+    }
+
+    fn replace_members(&mut self, gone: &[String], rows: &[Member]) -> Result<(), MembershipError> {
+        for chunk in gone.chunks(CHUNK) {
+            diesel::delete(members::table.filter(members::id.eq_any(chunk))).execute(self.conn)?;
+        }
+        for chunk in rows.chunks(CHUNK) {
+            let rows: Vec<MemberRow> = chunk.iter().map(row_of).collect();
+            on_backend!(self.conn, c => diesel::insert_into(members::table).values(&rows).execute(c))?;
         }
         Ok(())
     }
@@ -216,34 +293,6 @@ impl Ledger for SqlLedger<'_> {
             .first::<MemberRow>(self.conn)
             .optional()?;
         row.map(|m| member_from(m, user.clone())).transpose()
-    }
-
-    fn insert_member(&mut self, member: &Member) -> Result<(), MembershipError> {
-        diesel::insert_into(members::table).values(row_of(member)).execute(self.conn)?;
-        Ok(())
-    }
-
-    fn save_member(&mut self, member: &Member, expected_version: i64) -> Result<bool, MembershipError> {
-        let r = row_of(member);
-        let n =
-            diesel::update(members::table.filter(members::id.eq(&r.id)).filter(members::version.eq(expected_version)))
-                .set((
-                    members::role.eq(&r.role),
-                    members::seat_tier.eq(&r.seat_tier),
-                    members::wanted_seat_tier.eq(&r.wanted_seat_tier),
-                    members::status.eq(&r.status),
-                    members::source.eq(&r.source),
-                    members::directory_id.eq(&r.directory_id),
-                    members::version.eq(r.version),
-                    members::updated_at.eq(r.updated_at),
-                ))
-                .execute(self.conn)?;
-        Ok(n == 1)
-    }
-
-    fn delete_member(&mut self, member_id: &str) -> Result<(), MembershipError> {
-        diesel::delete(members::table.find(member_id)).execute(self.conn)?;
-        Ok(())
     }
 
     fn count_active_role(&mut self, org_id: &str, role: &str) -> Result<i64, MembershipError> {
@@ -309,9 +358,10 @@ impl Ledger for SqlLedger<'_> {
     }
 
     fn append_audit(&mut self, records: &[AuditRecord]) -> Result<(), MembershipError> {
-        for r in records {
-            diesel::insert_into(audit_log::table)
-                .values(NewAudit {
+        for chunk in records.chunks(CHUNK) {
+            let rows: Vec<NewAudit<'_>> = chunk
+                .iter()
+                .map(|r| NewAudit {
                     org_id: &r.org_id,
                     user_id: &r.user_id,
                     member_id: &r.member_id,
@@ -322,7 +372,8 @@ impl Ledger for SqlLedger<'_> {
                     after_json: &r.after_json,
                     created_at: r.at.naive_utc(),
                 })
-                .execute(self.conn)?;
+                .collect();
+            on_backend!(self.conn, c => diesel::insert_into(audit_log::table).values(&rows).execute(c))?;
         }
         Ok(())
     }
@@ -334,15 +385,19 @@ impl Ledger for SqlLedger<'_> {
         if let DbConnection::Postgres(pg) = self.conn {
             diesel::sql_query(format!("SELECT pg_advisory_xact_lock({EVENTS_LOCK})")).execute(pg)?;
         }
-        for e in events {
-            diesel::insert_into(member_events::table)
-                .values(NewEvent {
+        for chunk in events.chunks(CHUNK) {
+            let rows: Vec<NewEvent<'_>> = chunk
+                .iter()
+                .map(|e| NewEvent {
                     event_type: &e.event_type,
                     org_id: &e.org_id,
                     payload: &e.payload,
                     created_at: e.at.naive_utc(),
                 })
-                .execute(self.conn)?;
+                .collect();
+            // Multi-row VALUES are numbered in list order on both backends, so a
+            // batch's events keep their order.
+            on_backend!(self.conn, c => diesel::insert_into(member_events::table).values(&rows).execute(c))?;
         }
         Ok(())
     }
@@ -485,59 +540,24 @@ impl MembershipStore {
     ) -> Result<Vec<Option<Member>>, MembershipError> {
         self.db
             .run(move |conn| {
-                let mut user_of_link: HashMap<(String, String), String> = HashMap::new();
-                let mut by_directory: HashMap<&str, Vec<&str>> = HashMap::new();
-                for (dir, ext, _) in &identities {
-                    if !dir.is_empty() && !ext.is_empty() {
-                        by_directory.entry(dir.as_str()).or_default().push(ext.as_str());
-                    }
-                }
-                for (dir, exts) in by_directory {
-                    for chunk in exts.chunks(500) {
-                        let rows: Vec<(String, String)> = identity_links::table
-                            .filter(identity_links::directory_id.eq(dir))
-                            .filter(identity_links::external_id.eq_any(chunk))
-                            .select((identity_links::external_id, identity_links::user_id))
-                            .load(conn)?;
-                        for (ext, user) in rows {
-                            user_of_link.insert((dir.to_string(), ext), user);
-                        }
-                    }
-                }
-                let emails: Vec<&str> =
-                    identities.iter().map(|(_, _, e)| e.as_str()).filter(|e| !e.is_empty()).collect();
-                let mut user_of_email: HashMap<String, String> = HashMap::new();
-                for chunk in emails.chunks(500) {
-                    let rows: Vec<(String, String)> =
-                        users::table.filter(users::email.eq_any(chunk)).select((users::email, users::id)).load(conn)?;
-                    user_of_email.extend(rows);
-                }
-                let wanted: Vec<String> = identities
+                let mut ledger = SqlLedger { conn };
+                let links: Vec<(String, String)> = identities
                     .iter()
-                    .filter_map(|(d, x, e)| {
-                        user_of_link.get(&(d.clone(), x.clone())).or_else(|| user_of_email.get(e)).cloned()
-                    })
+                    .filter(|(d, x, _)| !d.is_empty() && !x.is_empty())
+                    .map(|(d, x, _)| (d.clone(), x.clone()))
                     .collect();
-                let mut member_of_user: HashMap<String, Member> = HashMap::new();
-                for chunk in wanted.chunks(500) {
-                    let rows = members::table
-                        .inner_join(users::table)
-                        .filter(members::org_id.eq(&org_id))
-                        .filter(members::user_id.eq_any(chunk))
-                        .load::<(MemberRow, UserRow)>(conn)?;
-                    for m in load_members(conn, rows)? {
-                        member_of_user.insert(m.user.id.clone(), m);
-                    }
-                }
-                Ok(identities
-                    .iter()
-                    .map(|(d, x, e)| {
-                        user_of_link
-                            .get(&(d.clone(), x.clone()))
-                            .or_else(|| user_of_email.get(e))
-                            .and_then(|u| member_of_user.get(u).cloned())
-                    })
-                    .collect())
+                let emails: Vec<String> =
+                    identities.iter().map(|(_, _, e)| e.clone()).filter(|e| !e.is_empty()).collect();
+                let (by_link, by_email) = ledger.users_for(&links, &emails)?;
+                let user_of = |(d, x, e): &(String, String, String)| {
+                    by_link.get(&(d.clone(), x.clone())).or_else(|| by_email.get(e)).map(|u| u.id.clone())
+                };
+                let mut wanted: Vec<String> = identities.iter().filter_map(user_of).collect();
+                wanted.sort();
+                wanted.dedup();
+                let members: HashMap<String, Member> =
+                    ledger.members_of(&org_id, &wanted)?.into_iter().map(|m| (m.user.id.clone(), m)).collect();
+                Ok(identities.iter().map(|i| user_of(i).and_then(|u| members.get(&u).cloned())).collect())
             })
             .await
     }
