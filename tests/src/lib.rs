@@ -121,16 +121,32 @@ fn stopper() -> (watch::Sender<bool>, impl std::future::Future<Output = ()> + Se
 pub async fn wait_serving(url: &str, service: &str) {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
-    let chan = channel(url, "", std::time::Duration::from_secs(30)).unwrap();
-    let mut health = HealthClient::new(chan);
-    let mut stream =
-        health.watch(HealthCheckRequest { service: service.to_string() }).await.expect("health watch").into_inner();
-    while let Some(msg) = stream.message().await.expect("health stream") {
-        if msg.status == ServingStatus::Serving as i32 {
-            return;
+    // A server restarted on the port it had may see the first connection torn down
+    // while the old one's sockets drain; that is a failed attempt, not a verdict.
+    let mut last_error = String::new();
+    for _ in 0..100 {
+        let chan = channel(url, "", std::time::Duration::from_secs(30)).unwrap();
+        let mut health = HealthClient::new(chan);
+        let attempt = async {
+            let mut stream = health.watch(HealthCheckRequest { service: service.to_string() }).await?.into_inner();
+            while let Some(msg) = stream.message().await? {
+                if msg.status == ServingStatus::Serving as i32 {
+                    return Ok(true);
+                }
+            }
+            Ok::<bool, tonic::Status>(false)
+        };
+        match attempt.await {
+            Ok(true) => return,
+            Ok(false) => last_error = "health stream ended".into(),
+            Err(status) if status.code() == tonic::Code::Unavailable || status.code() == tonic::Code::Unknown => {
+                last_error = status.to_string();
+            }
+            Err(status) => panic!("health watch of {service} failed: {status}"),
         }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    panic!("health stream of {service} ended before SERVING");
+    panic!("{service} at {url} never reported SERVING: {last_error}");
 }
 
 /// Muster's services, running in this process for one test.
