@@ -266,7 +266,10 @@ fn apply_operation(
     op: PatchOperation,
 ) -> Result<(), ScimError> {
     match op.path {
-        Some(path) => apply_at(kind, attrs, op.op, &path, op.value),
+        Some(path) => match whole_extension(kind, &path) {
+            Some(urn) => apply_whole_extension(kind, id, attrs, op.op, urn, op.value),
+            None => apply_at(kind, attrs, op.op, &path, op.value),
+        },
         None => {
             let Some(Value::Object(values)) = op.value else {
                 return Err(ScimError::invalid_syntax("without a path, the value must be an object of attributes"));
@@ -276,6 +279,35 @@ fn apply_operation(
             }
             Ok(())
         }
+    }
+}
+
+/// A path naming a whole extension (`urn:…:enterprise:2.0:User`) parses as schema
+/// `urn:…:2.0` and attribute `User`; this recognises it as the extension itself.
+fn whole_extension(kind: ResourceKind, path: &PatchPath) -> Option<&'static str> {
+    if path.filter.is_some() || path.attr.sub.is_some() {
+        return None;
+    }
+    let urn = path.attr.urn.as_ref()?;
+    kind.extension(&format!("{urn}:{}", path.attr.name)).map(|(u, _)| u)
+}
+
+/// add merges into the extension object, replace swaps it whole, remove drops it.
+fn apply_whole_extension(
+    kind: ResourceKind,
+    id: &str,
+    attrs: &mut Map<String, Value>,
+    op: PatchOpKind,
+    urn: &'static str,
+    value: Option<Value>,
+) -> Result<(), ScimError> {
+    if matches!(op, PatchOpKind::Remove | PatchOpKind::Replace) {
+        attrs.retain(|k, _| !k.eq_ignore_ascii_case(urn));
+    }
+    match (op, value) {
+        (PatchOpKind::Remove, _) => Ok(()),
+        (_, Some(value)) => apply_pathless_key(kind, id, attrs, PatchOpKind::Add, urn, value),
+        (_, None) => Err(ScimError::invalid_syntax("add and replace need a value")),
     }
 }
 
@@ -303,6 +335,10 @@ fn apply_pathless_key(
             return Err(ScimError::invalid_value(format!("{urn} must be an object")));
         };
         for (k, v) in inner {
+            // Some clients serialise the extension as a resource, with its own `schemas`.
+            if k.eq_ignore_ascii_case("schemas") || k.eq_ignore_ascii_case("meta") {
+                continue;
+            }
             let path = PatchPath {
                 attr: AttrPath { urn: Some(urn.to_string()), ..AttrPath::parse(&k).map_err(ScimError::invalid_path)? },
                 filter: None,
@@ -793,6 +829,37 @@ fn plan_member_op(op: &PatchOperation, delta: &mut DeltaBuilder) -> Result<bool,
             None => Ok(false),
         },
         (Some(_), _) => Ok(false),
+    }
+}
+
+#[cfg(test)]
+mod whole_extension_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn patch(attrs: &mut Map<String, Value>, body: Value) -> Result<(), ScimError> {
+        let ops = parse_patch_request(body)?;
+        apply_operations(ResourceKind::User, "u1", attrs, ops)
+    }
+
+    const EXT: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+    #[test]
+    fn a_path_may_name_a_whole_extension() {
+        let mut attrs = Map::new();
+        attrs.insert("userName".into(), json!("ada"));
+        let op = |op: &str, value: Value| {
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                   "Operations": [{"op": op, "path": EXT, "value": value}]})
+        };
+        patch(&mut attrs, op("add", json!({"schemas": [EXT], "employeeNumber": "7", "department": "R&D"}))).unwrap();
+        assert_eq!(attrs[EXT]["employeeNumber"], json!("7"));
+        patch(&mut attrs, op("replace", json!({"department": "Ops"}))).unwrap();
+        assert_eq!(attrs[EXT], json!({"department": "Ops"}), "replace swaps the whole object");
+        let remove = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                            "Operations": [{"op": "remove", "path": EXT}]});
+        patch(&mut attrs, remove).unwrap();
+        assert!(!attrs.contains_key(EXT));
     }
 }
 
