@@ -29,4 +29,5 @@ macro_rules! on_both_databases {
 mod directory;
 mod membership;
 mod policy;
+mod pull;
 mod runtime;

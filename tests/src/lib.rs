@@ -172,6 +172,9 @@ pub struct TestCluster {
     directory_db: TestDb,
     /// Directory-sync's (gRPC, HTTP) addresses, kept across restarts.
     directory_addrs: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+    /// The clock directory-sync's pull connectors wait through (set it, then restart
+    /// directory-sync): a manual clock makes throttling waits instant.
+    pub connector_clock: Option<std::sync::Arc<dyn muster_connector::Clock>>,
 }
 
 impl TestCluster {
@@ -195,6 +198,7 @@ impl TestCluster {
             directory: None,
             directory_db,
             directory_addrs: None,
+            connector_clock: None,
         };
         cluster.start_policy().await;
         cluster.start_membership().await;
@@ -309,8 +313,41 @@ impl TestCluster {
                 settings_poll_ms: 200,
                 ..Default::default()
             },
+            // Pull directories are pulled continuously, leases lapse in seconds.
+            pull: muster_directory_sync::PullSettings {
+                interval_override_ms: 100,
+                poll_ms: 50,
+                lease_secs: 3,
+                retry_min_ms: 20,
+                retry_max_ms: 300,
+                ..Default::default()
+            },
             ..Default::default()
         }
+    }
+
+    /// Starts another directory-sync replica on the same database (fresh ports), for
+    /// tests of what several replicas do; stop it with [`RunningService::stop`].
+    pub async fn start_directory_replica(&self) -> RunningService {
+        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", grpc.local_addr().unwrap());
+        let (stop, shutdown) = stopper();
+        let config = self.directory_config();
+        let metrics = RpcMetrics::new();
+        let listeners = muster_directory_sync::Listeners { grpc, http };
+        let clock = self.connector_clock.clone();
+        let task = tokio::spawn(async move {
+            match clock {
+                Some(c) => {
+                    muster_directory_sync::run_with_connector_clock(config, listeners, shutdown, metrics, c).await?
+                }
+                None => muster_directory_sync::run(config, listeners, shutdown, metrics).await?,
+            }
+            Ok(())
+        });
+        wait_serving(&url, muster_directory_sync::GRPC_NAME).await;
+        RunningService { url, stop, task }
     }
 
     /// (Re)starts directory-sync on its database, on the same ports as before if it ran already.
@@ -327,8 +364,16 @@ impl TestCluster {
         let config = self.directory_config();
         let metrics = self.metrics.clone();
         let listeners = muster_directory_sync::Listeners { grpc, http };
-        let task =
-            tokio::spawn(async move { Ok(muster_directory_sync::run(config, listeners, shutdown, metrics).await?) });
+        let clock = self.connector_clock.clone();
+        let task = tokio::spawn(async move {
+            match clock {
+                Some(c) => {
+                    muster_directory_sync::run_with_connector_clock(config, listeners, shutdown, metrics, c).await?
+                }
+                None => muster_directory_sync::run(config, listeners, shutdown, metrics).await?,
+            }
+            Ok(())
+        });
         wait_serving(&url, muster_directory_sync::GRPC_NAME).await;
         self.directory = Some(RunningService { url, stop, task });
     }

@@ -8,6 +8,13 @@
 //! assertion), against a configurable authority for national clouds.
 //! Throttling (429 with `Retry-After`) is obeyed exactly by the core client.
 
+/// The fake server of this crate's tests (`tests/fake`), compiled in for other
+/// crates' end-to-end tests with the `fake` feature. The file stays where the
+/// connector's own tests include it, so both build the same fake.
+#[cfg(feature = "fake")]
+#[path = "../tests/fake/mod.rs"]
+pub mod testing;
+
 use std::sync::Arc;
 use std::time::Duration;
 

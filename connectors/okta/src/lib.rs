@@ -7,6 +7,13 @@
 //! Okta's `X-Rate-Limit-*` headers before running into a 429. It implements
 //! [`PullConnector`] of `muster-connector`; Okta's wire types stay private.
 
+/// The fake server of this crate's tests (`tests/fake`), compiled in for other
+/// crates' end-to-end tests with the `fake` feature. The file stays where the
+/// connector's own tests include it, so both build the same fake.
+#[cfg(feature = "fake")]
+#[path = "../tests/fake/mod.rs"]
+pub mod testing;
+
 mod config;
 mod wire;
 

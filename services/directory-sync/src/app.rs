@@ -16,6 +16,7 @@ use crate::domain::directory::{Directory, Kind, State, check_interval, clean_con
 use crate::domain::run::{ItemKind, RunItem, RunState, SyncRun, Trigger};
 use crate::engine::{Decided, Engine, Scope};
 use crate::error::SyncError;
+use crate::pull::{CheckAnswer, Puller};
 use crate::store::{DirectoryPatch, MirrorGroup, MirrorUser, NewDirectory, Page, SyncStore, UserFilter};
 
 /// Page size when none is asked for.
@@ -87,6 +88,7 @@ pub struct StatusView {
 pub struct DirectorySync {
     pub(crate) engine: Arc<Engine>,
     scim_base_url: String,
+    puller: Option<Arc<Puller>>,
 }
 
 impl std::fmt::Debug for DirectorySync {
@@ -98,7 +100,27 @@ impl std::fmt::Debug for DirectorySync {
 impl DirectorySync {
     /// The application over `engine`; `scim_base_url` has `{directory_id}` in it.
     pub fn new(engine: Arc<Engine>, scim_base_url: String) -> Self {
-        Self { engine, scim_base_url }
+        Self { engine, scim_base_url, puller: None }
+    }
+
+    /// Pulls Okta, Entra and Google directories through `puller`.
+    pub fn with_puller(mut self, puller: Arc<Puller>) -> Self {
+        self.puller = Some(puller);
+        self
+    }
+
+    fn puller(&self) -> Result<&Arc<Puller>, SyncError> {
+        self.puller.as_ref().ok_or_else(|| SyncError::FailedPrecondition {
+            rule: "pulls_disabled",
+            message: "this directory-sync runs no pull connectors".into(),
+        })
+    }
+
+    /// Runs a pull directory's connection check (`check()` of its connector).
+    pub async fn test_directory(&self, id: &str) -> Result<(Directory, CheckAnswer), SyncError> {
+        let d = self.get(id).await?;
+        let answer = self.puller()?.check(&d).await?;
+        Ok((d, answer))
     }
 
     fn store(&self) -> &crate::store::DieselStore {
@@ -128,6 +150,9 @@ impl DirectorySync {
         let display_name = clean_name(raw_name)?;
         let config_json = clean_config(raw_config)?;
         check_interval(kind, interval)?;
+        if kind != Kind::Scim {
+            self.puller()?.validate(kind, &config_json)?;
+        }
         if !self.engine.up.parent_exists(parent_id).await? {
             return Err(SyncError::NotFound { what: "parent org", id: parent_id.to_string() });
         }
@@ -169,6 +194,9 @@ impl DirectorySync {
         brake: Option<Brake>,
     ) -> Result<Directory, SyncError> {
         let current = self.get(id).await?;
+        if let (Some(c), true) = (config, current.kind != Kind::Scim) {
+            self.puller()?.validate(current.kind, &clean_config(c)?)?;
+        }
         let patch = DirectoryPatch {
             display_name: name.map(clean_name).transpose()?,
             config_json: config.map(clean_config).transpose()?,
@@ -273,8 +301,16 @@ impl DirectorySync {
             });
         }
         let run = self.engine.start_run(dir, Trigger::SyncNow, actor).await?;
-        let engine = self.engine.clone();
         let started = run.clone();
+        if d.kind != Kind::Scim {
+            // A pull kind: a full listing first, then the full reconcile (under the lease).
+            let puller = self.puller()?.clone();
+            tokio::spawn(async move {
+                puller.sync_now(run).await;
+            });
+            return Ok(started);
+        }
+        let engine = self.engine.clone();
         tokio::spawn(async move {
             let lock = engine.directory_lock(&run.directory_id);
             let _guard = lock.lock().await;

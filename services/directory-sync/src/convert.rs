@@ -27,7 +27,7 @@ pub fn kind(raw: i32) -> Result<Kind, SyncError> {
     }
 }
 
-fn kind_pb(k: Kind) -> pb::DirectoryKind {
+pub fn kind_pb(k: Kind) -> pb::DirectoryKind {
     match k {
         Kind::Scim => pb::DirectoryKind::Scim,
         Kind::Okta => pb::DirectoryKind::Okta,

@@ -447,7 +447,12 @@ impl Engine {
     }
 
     /// Runs `run` over `scope` to its end: succeeded, held, or failed.
-    pub async fn execute(&self, mut run: SyncRun, scope: Scope) -> SyncRun {
+    pub async fn execute(&self, run: SyncRun, scope: Scope) -> SyncRun {
+        self.execute_noted(run, scope, None).await
+    }
+
+    /// Like [`Engine::execute`], with `note` (what a pull did) leading the outcome.
+    pub async fn execute_noted(&self, mut run: SyncRun, scope: Scope, note: Option<&str>) -> SyncRun {
         let result = self.execute_inner(&mut run, scope).await;
         run.ended_at = Some(chrono::Utc::now());
         match result {
@@ -457,7 +462,10 @@ impl Engine {
                 if held {
                     run.ended_at = None;
                 }
-                run.outcome = run.summary();
+                run.outcome = match note {
+                    Some(n) => format!("{n}; {}", run.summary()),
+                    None => run.summary(),
+                };
                 run.error.clear();
                 let _ = self.store.set_last_error(&run.directory_id, "").await;
             }
@@ -467,6 +475,9 @@ impl Engine {
                     SyncError::ShuttingDown => "interrupted: the service stopped; queued changes are retried".into(),
                     _ => format!("failed: {}", run.summary()),
                 };
+                if let Some(n) = note {
+                    run.outcome = format!("{n}; {}", run.outcome);
+                }
                 run.error = e.to_string();
                 tracing::warn!(run = %run.id, directory = %run.directory_id, error = %e, "sync run failed");
                 let _ = self.store.set_last_error(&run.directory_id, &run.error).await;

@@ -110,6 +110,19 @@ impl DirectoryService for DirectoryGrpc {
         Ok(Response::new(pb::RotateScimTokenResponse { scim_token: token, scim_base_url: self.app.scim_url(&d) }))
     }
 
+    async fn test_directory(
+        &self,
+        r: Request<pb::TestDirectoryRequest>,
+    ) -> Result<Response<pb::TestDirectoryResponse>, Status> {
+        let (d, answer) = self.app.test_directory(&r.into_inner().id).await?;
+        Ok(Response::new(pb::TestDirectoryResponse {
+            ok: answer.ok,
+            message: answer.message,
+            problem: answer.problem.to_string(),
+            kind: convert::kind_pb(d.kind) as i32,
+        }))
+    }
+
     async fn get_directory_status(
         &self,
         r: Request<pb::GetDirectoryStatusRequest>,

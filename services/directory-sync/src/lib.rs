@@ -14,6 +14,7 @@ pub mod engine;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod pull;
 pub mod store;
 pub mod upstream;
 pub mod worker;
@@ -91,6 +92,57 @@ impl Default for SyncConfig {
     }
 }
 
+/// How pull directories (Okta, Entra, Google) are pulled.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PullSettings {
+    /// Interval of a pull directory created without one, in seconds.
+    pub default_interval_secs: u64,
+    /// Pull every pull directory this often (ms), whatever its interval; 0 = off.
+    /// For tests and demos: production directories keep their own interval.
+    pub interval_override_ms: u64,
+    /// A full listing at least this often (seconds), to catch drift the change feed misses.
+    pub full_listing_every_secs: u64,
+    /// The pull lease lasts this long unless renewed (renewed every third), in seconds.
+    pub lease_secs: u64,
+    /// How often this replica looks for due pulls, in ms.
+    pub poll_ms: u64,
+    /// First wait after a failed pull, in ms (doubling per failure).
+    pub retry_min_ms: u64,
+    /// Longest wait after failed pulls, in ms (never longer than the interval).
+    pub retry_max_ms: u64,
+}
+
+impl Default for PullSettings {
+    fn default() -> Self {
+        Self {
+            default_interval_secs: 900,
+            interval_override_ms: 0,
+            full_listing_every_secs: 86_400,
+            lease_secs: 60,
+            poll_ms: 5_000,
+            retry_min_ms: 5_000,
+            retry_max_ms: 900_000,
+        }
+    }
+}
+
+impl PullSettings {
+    /// As the puller reads it.
+    pub fn to_config(&self) -> pull::PullConfig {
+        pull::PullConfig {
+            default_interval: Duration::from_secs(self.default_interval_secs.max(60)),
+            interval_override: (self.interval_override_ms > 0)
+                .then(|| Duration::from_millis(self.interval_override_ms)),
+            full_listing_every: Duration::from_secs(self.full_listing_every_secs.max(60)),
+            lease_ttl: Duration::from_secs(self.lease_secs.max(3)),
+            poll: Duration::from_millis(self.poll_ms.max(10)),
+            retry_min: Duration::from_millis(self.retry_min_ms.max(1)),
+            retry_max: Duration::from_millis(self.retry_max_ms.max(self.retry_min_ms.max(1))),
+        }
+    }
+}
+
 /// Directory-sync's configuration (`muster serve directory-sync --config FILE`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -111,6 +163,8 @@ pub struct DirectorySyncConfig {
     pub membership: UpstreamConfig,
     /// Reconcile pacing.
     pub sync: SyncConfig,
+    /// Pull directories.
+    pub pull: PullSettings,
 }
 
 impl Default for DirectorySyncConfig {
@@ -127,6 +181,7 @@ impl Default for DirectorySyncConfig {
             policy: UpstreamConfig { url: "http://127.0.0.1:50051".into(), ..Default::default() },
             membership: UpstreamConfig { url: "http://127.0.0.1:50052".into(), ..Default::default() },
             sync: SyncConfig::default(),
+            pull: PullSettings::default(),
         }
     }
 }
@@ -196,6 +251,19 @@ pub async fn run(
     run_with(config, listeners, shutdown, metrics, Arc::new(upstreams)).await
 }
 
+/// Runs directory-sync with its own policy and membership clients, its connectors
+/// waiting through `clock` (tests give a manual clock so throttling never sleeps).
+pub async fn run_with_connector_clock(
+    config: DirectorySyncConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    metrics: RpcMetrics,
+    clock: Arc<dyn muster_connector::Clock>,
+) -> Result<(), StartError> {
+    let upstreams = GrpcUpstreams::new(&config.policy, &config.membership)?;
+    run_inner(config, listeners, shutdown, metrics, Arc::new(upstreams), clock).await
+}
+
 /// Runs directory-sync over the given upstreams until `shutdown` completes.
 pub async fn run_with(
     config: DirectorySyncConfig,
@@ -203,6 +271,17 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
     metrics: RpcMetrics,
     upstreams: Arc<dyn Upstreams>,
+) -> Result<(), StartError> {
+    run_inner(config, listeners, shutdown, metrics, upstreams, Arc::new(muster_connector::SystemClock)).await
+}
+
+async fn run_inner(
+    config: DirectorySyncConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    metrics: RpcMetrics,
+    upstreams: Arc<dyn Upstreams>,
+    clock: Arc<dyn muster_connector::Clock>,
 ) -> Result<(), StartError> {
     let tokens = TokenSet::from_hex_hashes(&config.auth.token_sha256)?;
     if tokens.is_empty() {
@@ -252,7 +331,16 @@ pub async fn run_with(
     } else {
         config.http.scim_base_url.clone()
     };
-    let app = DirectorySync::new(engine.clone(), base_url.clone());
+    // One name per process on pull leases: a restarted replica is a new holder, and
+    // takes its old leases back only once they lapse (or were released at shutdown).
+    let holder = format!("replica-{}", uuid::Uuid::now_v7());
+    let puller = Arc::new(pull::Puller::new(
+        engine.clone(),
+        Arc::new(pull::VendorConnectors::new(clock)),
+        config.pull.to_config(),
+        holder,
+    ));
+    let app = DirectorySync::new(engine.clone(), base_url.clone()).with_puller(puller.clone());
 
     let worker_config = WorkerConfig {
         idle_poll: Duration::from_millis(config.sync.idle_poll_ms.max(10)),
@@ -268,6 +356,7 @@ pub async fn run_with(
         )
     });
     let worker = tokio::spawn(worker::run_worker(engine.clone(), worker_config, stop_rx.clone(), Some(queue_gauge)));
+    let pulls = tokio::spawn(puller.run_loop(stop_rx.clone()));
 
     let scim_config =
         muster_scim::ScimConfig { base_url, max_body_bytes: config.http.max_body_bytes, ..Default::default() };
@@ -293,6 +382,7 @@ pub async fn run_with(
     let served =
         muster_runtime::serve(listeners.grpc, muster_runtime::Stopping::new(stopped(stop_rx)), spec, options).await;
     let _ = worker.await;
+    let _ = pulls.await;
     let http_result = http_task.await.map_err(|e| StartError::Config(format!("http task: {e}")))?;
     served?;
     http_result?;

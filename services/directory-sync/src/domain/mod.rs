@@ -4,4 +4,5 @@
 pub mod brake;
 pub mod directory;
 pub mod mirror;
+pub mod pull;
 pub mod run;

@@ -140,6 +140,10 @@ pub(crate) struct UserRow {
     pub version: i64,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// Pulled rows: a hash of what the connector said, to skip unchanged rows.
+    pub content_hash: Option<String>,
+    /// Pulled rows: the last full listing that mentioned the row.
+    pub seen_generation: i64,
 }
 
 impl From<UserRow> for MirrorUser {
@@ -172,6 +176,10 @@ pub(crate) struct GroupRow {
     pub version: i64,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// Pulled rows: a hash of what the connector said, to skip unchanged rows.
+    pub content_hash: Option<String>,
+    /// Pulled rows: the last full listing that mentioned the row.
+    pub seen_generation: i64,
 }
 
 impl From<GroupRow> for MirrorGroup {

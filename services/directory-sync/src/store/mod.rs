@@ -4,10 +4,12 @@
 //! [`muster_scim::DirectoryStore`] over SQLite or PostgreSQL.
 
 mod diesel_store;
+mod pull_store;
 pub mod schema;
 mod scim_store;
 
 pub use diesel_store::DieselStore;
+pub use pull_store::{PagePass, PullState, PullWrite};
 
 use std::collections::{HashMap, HashSet};
 

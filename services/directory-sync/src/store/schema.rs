@@ -32,6 +32,8 @@ diesel::table! {
         version -> BigInt,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        content_hash -> Nullable<Text>,
+        seen_generation -> BigInt,
     }
 }
 
@@ -55,6 +57,8 @@ diesel::table! {
         version -> BigInt,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        content_hash -> Nullable<Text>,
+        seen_generation -> BigInt,
     }
 }
 
@@ -64,6 +68,7 @@ diesel::table! {
         member_id -> Text,
         member_kind -> Text,
         display -> Nullable<Text>,
+        seen_generation -> BigInt,
     }
 }
 
@@ -131,6 +136,20 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    pull_state (directory_id) {
+        directory_id -> Text,
+        cursor -> Nullable<Text>,
+        listing_generation -> BigInt,
+        last_full_listing -> Nullable<Timestamp>,
+        last_success -> Nullable<Timestamp>,
+        next_pull_at -> Timestamp,
+        failures -> Integer,
+        lease_holder -> Nullable<Text>,
+        lease_expires -> Nullable<Timestamp>,
+    }
+}
+
 diesel::joinable!(dir_members -> dir_groups (group_id));
 diesel::allow_tables_to_appear_in_same_query!(
     directories,
@@ -142,5 +161,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     dir_events,
     sync_runs,
     run_items,
-    org_watch
+    org_watch,
+    pull_state
 );

@@ -170,7 +170,7 @@ fn check_groups(conn: &mut DbConnection, dir: &str, ids: &[String]) -> Tx<()> {
 }
 
 /// Every email of a user, lowercased, deduplicated.
-fn all_emails(attrs: &Map<String, Value>) -> BTreeSet<String> {
+pub(crate) fn all_emails(attrs: &Map<String, Value>) -> BTreeSet<String> {
     attrs
         .get("emails")
         .and_then(Value::as_array)
@@ -216,10 +216,12 @@ fn user_row(dir: &str, id: String, data: &UserData, version: i64, created: chron
         version,
         created_at: created,
         updated_at: now(),
+        content_hash: None,
+        seen_generation: 0,
     })
 }
 
-fn queue_row(r: &UserRow) -> NewQueueRow {
+pub(crate) fn queue_row(r: &UserRow) -> NewQueueRow {
     NewQueueRow {
         directory_id: r.directory_id.clone(),
         user_id: r.id.clone(),
@@ -229,15 +231,15 @@ fn queue_row(r: &UserRow) -> NewQueueRow {
     }
 }
 
-fn user_json(r: &UserRow) -> String {
+pub(crate) fn user_json(r: &UserRow) -> String {
     user_record(r).to_scim_json(None, None).to_string()
 }
 
-fn group_json(r: &GroupRow) -> String {
+pub(crate) fn group_json(r: &GroupRow) -> String {
     group_record(r, None).to_scim_json(None).to_string()
 }
 
-fn member_event(dir: &str, kind: &str, group: &str, member: &str) -> NewEventRow {
+pub(crate) fn member_event(dir: &str, kind: &str, group: &str, member: &str) -> NewEventRow {
     let mut e = NewEventRow::new(dir, kind, group);
     e.member_id = member.to_string();
     e
@@ -728,6 +730,8 @@ impl DirectoryStore for DieselStore {
                 version: 1,
                 created_at: at,
                 updated_at: at,
+                content_hash: None,
+                seen_generation: 0,
             };
             diesel::insert_into(dir_groups::table).values(&row).execute(conn)?;
             let mut events = Vec::new();

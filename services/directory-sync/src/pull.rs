@@ -1,0 +1,451 @@
+//! Pull directories (Okta, Entra, Google): building a connector from a directory's
+//! stored config, the [`DirectorySink`] on the mirror, and the [`Puller`] that pulls
+//! each directory on its interval and on "Sync now", under a lease so that one
+//! replica at a time pulls a directory, then reconciles what changed.
+//!
+//! A pull is one run: the connector's pages are written to the mirror (with the queue
+//! rows of the users they touch), then the run reconciles those users (interval) or
+//! the whole directory (Sync now). A connector that fails — IdP down, throttled past
+//! its retries, a permission missing, an empty listing — fails the run with the
+//! connector's message in the directory's status and is retried with backoff; it never
+//! reaches `ListingComplete`, so it never removes anyone.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use muster_connector::{
+    CheckReport, Clock, ConnectorError, DirectorySink, Page, PullConnector, PullEnd, PullKind, PullMode, PullOptions,
+    SinkError, plan_pull, run_pull,
+};
+use tokio::sync::watch;
+
+use crate::domain::directory::{Directory, Kind, State};
+use crate::domain::pull::{pull_interval, retry_delay};
+use crate::domain::run::{RunState, SyncRun, Trigger};
+use crate::engine::{Engine, Scope};
+use crate::error::SyncError;
+use crate::store::{DieselStore, PagePass, PullWrite, SyncStore};
+
+/// Most queued users one interval run reconciles; the worker takes the rest.
+const MAX_RUN_QUEUE: usize = 50_000;
+
+/// Builds connectors from stored directory config.
+pub trait ConnectorFactory: Send + Sync {
+    /// Checks that `config_json` is a valid config for `kind` (secrets are not read).
+    fn validate(&self, kind: Kind, config_json: &str) -> Result<(), ConnectorError>;
+    /// A connector for the directory (its secrets read now, from file or environment).
+    fn build(&self, kind: Kind, config_json: &str) -> Result<Box<dyn PullConnector>, ConnectorError>;
+}
+
+/// The Okta, Entra and Google connectors, waiting through `clock`.
+pub struct VendorConnectors {
+    clock: Arc<dyn Clock>,
+}
+
+impl VendorConnectors {
+    /// Connectors that wait through `clock` (the system clock in production).
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self { clock }
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(kind: Kind, json: &str) -> Result<T, ConnectorError> {
+    serde_json::from_str(json).map_err(|e| ConnectorError::Config(format!("{} config: {e}", kind.name())))
+}
+
+impl ConnectorFactory for VendorConnectors {
+    fn validate(&self, kind: Kind, config_json: &str) -> Result<(), ConnectorError> {
+        match kind {
+            Kind::Scim => Ok(()),
+            Kind::Okta => parse::<muster_connector_okta::OktaConfig>(kind, config_json).map(|_| ()),
+            Kind::Entra => parse::<muster_connector_entra::EntraConfig>(kind, config_json).map(|_| ()),
+            Kind::Google => parse::<muster_connector_google::GoogleConfig>(kind, config_json).map(|_| ()),
+        }
+    }
+
+    fn build(&self, kind: Kind, config_json: &str) -> Result<Box<dyn PullConnector>, ConnectorError> {
+        let clock = self.clock.clone();
+        Ok(match kind {
+            Kind::Scim => {
+                return Err(ConnectorError::Config("a SCIM directory is pushed to; it has no connector".into()));
+            }
+            Kind::Okta => Box::new(muster_connector_okta::OktaConnector::new(parse(kind, config_json)?, clock)?),
+            Kind::Entra => Box::new(muster_connector_entra::EntraConnector::new(parse(kind, config_json)?, clock)?),
+            Kind::Google => Box::new(muster_connector_google::GoogleConnector::new(parse(kind, config_json)?, clock)?),
+        })
+    }
+}
+
+/// How pulls are paced.
+#[derive(Clone, Debug)]
+pub struct PullConfig {
+    /// The interval of a pull directory that has none.
+    pub default_interval: Duration,
+    /// Pull every pull directory this often, whatever its interval (tests, demos).
+    pub interval_override: Option<Duration>,
+    /// A full listing at least this often, to catch drift a change feed never reports.
+    pub full_listing_every: Duration,
+    /// How long a lease lasts unless renewed (renewed every third of it).
+    pub lease_ttl: Duration,
+    /// How often due pulls are looked for.
+    pub poll: Duration,
+    /// First wait after a failed pull.
+    pub retry_min: Duration,
+    /// Longest wait after failed pulls.
+    pub retry_max: Duration,
+}
+
+impl Default for PullConfig {
+    fn default() -> Self {
+        Self {
+            default_interval: Duration::from_secs(900),
+            interval_override: None,
+            full_listing_every: Duration::from_secs(86_400),
+            lease_ttl: Duration::from_secs(60),
+            poll: Duration::from_secs(5),
+            retry_min: Duration::from_secs(5),
+            retry_max: Duration::from_secs(900),
+        }
+    }
+}
+
+/// The mirror as a connector's sink: one transaction per page, fenced by the lease.
+struct MirrorSink {
+    store: DieselStore,
+    dir: String,
+    holder: String,
+    generation: Option<i64>,
+    lost: Arc<AtomicBool>,
+    written: PullWrite,
+}
+
+fn sink_error(e: SyncError) -> SinkError {
+    SinkError(e.to_string())
+}
+
+#[async_trait]
+impl DirectorySink for MirrorSink {
+    async fn begin(&mut self, kind: PullKind) -> Result<(), SinkError> {
+        self.generation = match kind {
+            PullKind::Listing => Some(self.store.begin_listing(&self.dir, &self.holder).await.map_err(sink_error)?),
+            PullKind::Changes => None,
+        };
+        Ok(())
+    }
+
+    async fn page(&mut self, page: Page) -> Result<(), SinkError> {
+        if self.lost.load(Ordering::SeqCst) {
+            return Err(SinkError("the pull lease was lost to another replica".into()));
+        }
+        let pass = match self.generation {
+            Some(generation) => PagePass::Listing { generation },
+            None => PagePass::Changes,
+        };
+        let w = self.store.write_pull_page(&self.dir, &self.holder, pass, page).await.map_err(sink_error)?;
+        self.written.add(&w);
+        Ok(())
+    }
+
+    async fn finish(&mut self, end: PullEnd) -> Result<(), SinkError> {
+        match end {
+            PullEnd::ListingComplete { cursor } => {
+                let generation =
+                    self.generation.ok_or_else(|| SinkError("listing completed without a begin".into()))?;
+                let w = self
+                    .store
+                    .complete_listing(&self.dir, &self.holder, generation, cursor.map(|c| c.as_str().to_string()))
+                    .await
+                    .map_err(sink_error)?;
+                self.written.add(&w);
+            }
+            PullEnd::ChangesApplied { cursor } => {
+                self.store
+                    .changes_applied(&self.dir, &self.holder, cursor.as_str().to_string())
+                    .await
+                    .map_err(sink_error)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Pulls pull directories: on their interval (its loop) and on "Sync now".
+pub struct Puller {
+    engine: Arc<Engine>,
+    connectors: Arc<dyn ConnectorFactory>,
+    config: PullConfig,
+    /// This replica's name on leases.
+    holder: String,
+}
+
+impl std::fmt::Debug for Puller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Puller").field("holder", &self.holder).field("config", &self.config).finish()
+    }
+}
+
+/// The answer to "test this directory's connection".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckAnswer {
+    /// True when the connector could read what it needs.
+    pub ok: bool,
+    /// What works, or what is wrong.
+    pub message: String,
+    /// `ok`, `unauthorized`, `forbidden`, `not_found`, `config`, `secret`, `unreachable`, `error`.
+    pub problem: &'static str,
+}
+
+fn problem_of(e: &ConnectorError) -> &'static str {
+    match e {
+        ConnectorError::Unauthorized(_) => "unauthorized",
+        ConnectorError::Forbidden(_) => "forbidden",
+        ConnectorError::NotFound(_) => "not_found",
+        ConnectorError::Config(_) => "config",
+        ConnectorError::Secret { .. } => "secret",
+        ConnectorError::Transport(_) | ConnectorError::RateLimited { .. } => "unreachable",
+        _ => "error",
+    }
+}
+
+impl Puller {
+    /// A puller for this replica (`holder` names it on leases).
+    pub fn new(engine: Arc<Engine>, connectors: Arc<dyn ConnectorFactory>, config: PullConfig, holder: String) -> Self {
+        Self { engine, connectors, config, holder }
+    }
+
+    /// This replica's lease name.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// Checks a pull directory's config for its kind.
+    pub fn validate(&self, kind: Kind, config_json: &str) -> Result<(), SyncError> {
+        self.connectors
+            .validate(kind, config_json)
+            .map_err(|e| SyncError::invalid("connector_config_invalid", "config_json", e.to_string()))
+    }
+
+    /// Runs the connector's `check()` for a directory.
+    pub async fn check(&self, d: &Directory) -> Result<CheckAnswer, SyncError> {
+        if d.kind == Kind::Scim {
+            return Err(SyncError::FailedPrecondition {
+                rule: "not_pull",
+                message: format!(
+                    "directory {} is a SCIM directory: the IdP pushes to it; there is nothing to test",
+                    d.id
+                ),
+            });
+        }
+        let connector = match self.connectors.build(d.kind, &d.config_json) {
+            Ok(c) => c,
+            Err(e) => return Ok(CheckAnswer { ok: false, problem: problem_of(&e), message: e.to_string() }),
+        };
+        Ok(match connector.check().await {
+            Ok(CheckReport { summary }) => CheckAnswer { ok: true, message: summary, problem: "ok" },
+            Err(e) => CheckAnswer { ok: false, problem: problem_of(&e), message: e.to_string() },
+        })
+    }
+
+    /// Pulls due directories until `shutdown`.
+    pub async fn run_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            match self.engine.store.due_pulls(chrono::Utc::now(), &self.holder).await {
+                Ok(due) => {
+                    for dir in due {
+                        if *shutdown.borrow() {
+                            return;
+                        }
+                        match self
+                            .engine
+                            .store
+                            .take_lease(&dir, &self.holder, chrono::Utc::now(), self.config.lease_ttl)
+                            .await
+                        {
+                            Ok(true) => {
+                                let actor = format!("system:interval@{}", self.holder);
+                                match self.engine.start_run(&dir, Trigger::Interval, &actor).await {
+                                    Ok(run) => {
+                                        self.pull_and_reconcile(run, false).await;
+                                    }
+                                    Err(e) => tracing::warn!(directory = %dir, error = %e, "cannot start a pull run"),
+                                }
+                                let _ = self.engine.store.release_lease(&dir, &self.holder).await;
+                            }
+                            Ok(false) => {}
+                            Err(e) => tracing::warn!(directory = %dir, error = %e, "cannot take the pull lease"),
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read due pulls; will retry"),
+            }
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep(self.config.poll) => {}
+            }
+        }
+    }
+
+    /// "Sync now" for a pull directory: waits for the lease (another replica may be
+    /// pulling it), then a full listing and a full reconcile, recorded on `run`.
+    pub async fn sync_now(&self, mut run: SyncRun) -> SyncRun {
+        let dir = run.directory_id.clone();
+        let give_up = tokio::time::Instant::now() + self.config.lease_ttl * 3;
+        loop {
+            match self.engine.store.take_lease(&dir, &self.holder, chrono::Utc::now(), self.config.lease_ttl).await {
+                Ok(true) => break,
+                Ok(false) if tokio::time::Instant::now() < give_up => {
+                    tokio::time::sleep(self.config.poll.min(Duration::from_millis(500))).await;
+                }
+                Ok(false) => {
+                    return self.fail(run, "another replica is pulling this directory; try again shortly".into()).await;
+                }
+                Err(e) => return self.fail(run, format!("cannot take the pull lease: {e}")).await,
+            }
+        }
+        run.outcome = "pulling".into();
+        let _ = self.engine.save(&run).await;
+        let run = self.pull_and_reconcile(run, true).await;
+        let _ = self.engine.store.release_lease(&dir, &self.holder).await;
+        run
+    }
+
+    async fn fail(&self, mut run: SyncRun, message: String) -> SyncRun {
+        run.state = RunState::Failed;
+        run.ended_at = Some(chrono::Utc::now());
+        run.outcome = format!("pull failed, nobody was removed: {message}");
+        run.error = message;
+        let _ = self.engine.store.set_last_error(&run.directory_id, &run.error).await;
+        let _ = self.engine.save(&run).await;
+        run
+    }
+
+    /// Keeps the lease while a pull and its reconcile run; marks `lost` when another
+    /// replica has it (the sink then refuses further pages).
+    fn keep_lease(&self, dir: &str, lost: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+        let store = self.engine.store.clone();
+        let (dir, holder, ttl) = (dir.to_string(), self.holder.clone(), self.config.lease_ttl);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                match store.take_lease(&dir, &holder, chrono::Utc::now(), ttl).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(directory = %dir, "pull lease lost to another replica");
+                        lost.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    // The database is away: keep trying; the fence stops writes if it lapses.
+                    Err(e) => tracing::warn!(directory = %dir, error = %e, "cannot renew the pull lease"),
+                }
+            }
+        })
+    }
+
+    /// One pull (a full listing when `full`, else what `plan_pull` says), then the
+    /// reconcile, on `run`. The caller holds the lease.
+    async fn pull_and_reconcile(&self, mut run: SyncRun, full: bool) -> SyncRun {
+        let dir_id = run.directory_id.clone();
+        let lock = self.engine.directory_lock(&dir_id);
+        let _guard = lock.lock().await;
+        let lost = Arc::new(AtomicBool::new(false));
+        let renewal = self.keep_lease(&dir_id, lost.clone());
+        let run_out = self.pull_inner(&mut run, full, lost).await;
+        renewal.abort();
+        match run_out {
+            Ok(r) => r,
+            Err(message) => self.fail(run, message).await,
+        }
+    }
+
+    async fn pull_inner(&self, run: &mut SyncRun, full: bool, lost: Arc<AtomicBool>) -> Result<SyncRun, String> {
+        let store = &self.engine.store;
+        let dir = store.get_directory(&run.directory_id).await.map_err(|e| e.to_string())?;
+        if dir.state == State::Paused && run.trigger == Trigger::Interval {
+            return Err("directory paused".into());
+        }
+        let state = store.pull_state(&dir.id).await.map_err(|e| e.to_string())?;
+        let interval =
+            pull_interval(dir.sync_interval_secs, self.config.default_interval, self.config.interval_override);
+        let failures = state.as_ref().map(|s| s.failures).unwrap_or(0);
+        let connector = match self.connectors.build(dir.kind, &dir.config_json) {
+            Ok(c) => c,
+            Err(e) => return Err(self.pull_failed(&dir, failures, interval, &e).await),
+        };
+        let mode = if full {
+            PullMode::Refresh
+        } else {
+            plan_pull(
+                state.as_ref().and_then(|s| s.cursor.clone()).map(muster_connector::Cursor::new),
+                state.as_ref().and_then(|s| s.last_full_listing),
+                chrono::Utc::now(),
+                self.config.full_listing_every,
+            )
+        };
+        let mut sink = MirrorSink {
+            store: store.clone(),
+            dir: dir.id.clone(),
+            holder: self.holder.clone(),
+            generation: None,
+            lost,
+            written: PullWrite::default(),
+        };
+        let outcome = match run_pull(connector.as_ref(), mode, &mut sink, &PullOptions::default()).await {
+            Ok(o) => o,
+            Err(e) => return Err(self.pull_failed(&dir, failures, interval, &e).await),
+        };
+        let w = sink.written;
+        let pulled = format!(
+            "{} {}: {} users in {} pages; mirror: {} users changed, {} removed, {} groups and {} memberships changed",
+            dir.kind.name(),
+            if outcome.full_listing { "full listing" } else { "changes" },
+            outcome.users,
+            outcome.pages,
+            w.users_changed,
+            w.users_removed,
+            w.groups_changed,
+            w.memberships_changed
+        );
+        tracing::info!(directory = %dir.id, run = %run.id, "{pulled}");
+        let next = chrono::Utc::now() + chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::hours(1));
+        store.pull_ended(&dir.id, true, 0, next).await.map_err(|e| e.to_string())?;
+        run.outcome = pulled.clone();
+        let _ = self.engine.save(run).await;
+
+        // Reconcile: Sync now covers everyone; an interval run the users the pull touched.
+        let done = if run.trigger == Trigger::SyncNow {
+            let head = store.queue_head(&dir.id).await.map_err(|e| e.to_string())?;
+            let done = self.engine.execute_noted(run.clone(), Scope::Full { only_org: None }, Some(&pulled)).await;
+            if let (Some(seq), RunState::Succeeded | RunState::Held) = (head, done.state) {
+                store.delete_queue_through(&dir.id, seq).await.map_err(|e| e.to_string())?;
+            }
+            done
+        } else {
+            let entries = store.peek_queue(&dir.id, MAX_RUN_QUEUE).await.map_err(|e| e.to_string())?;
+            let seqs: Vec<i64> = entries.iter().map(|e| e.seq).collect();
+            let done = self.engine.execute_noted(run.clone(), Scope::Users(entries), Some(&pulled)).await;
+            if matches!(done.state, RunState::Succeeded | RunState::Held) && !seqs.is_empty() {
+                store.delete_queue(seqs).await.map_err(|e| e.to_string())?;
+            }
+            done
+        };
+        Ok(done)
+    }
+
+    /// Records a failed pull: the message on the directory, the retry scheduled.
+    async fn pull_failed(&self, dir: &Directory, failures: u32, interval: Duration, e: &ConnectorError) -> String {
+        let failures = failures.saturating_add(1);
+        let wait = retry_delay(failures, self.config.retry_min, self.config.retry_max, interval);
+        let message = format!("{} connector: {e}", dir.kind.name());
+        tracing::warn!(directory = %dir.id, failures, retry_in_ms = wait.as_millis() as u64, error = %message, "pull failed; nobody removed");
+        let next = chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::minutes(15));
+        if let Err(err) = self.engine.store.pull_ended(&dir.id, false, failures, next).await {
+            tracing::warn!(directory = %dir.id, error = %err, "cannot record the failed pull");
+        }
+        message
+    }
+}
