@@ -104,14 +104,7 @@ impl From<MembershipError> for tonic::Status {
                 tracing::warn!(code = ?status.code(), message = status.message(), "policy refused a call");
                 tonic::Status::new(status.code(), e.to_string())
             }
-            MembershipError::Db(db) if db.is_unavailable() => {
-                tracing::warn!(error = %db, "database unavailable");
-                tonic::Status::unavailable("database unavailable; retry")
-            }
-            MembershipError::Db(db) => {
-                tracing::error!(error = %db, "database error");
-                tonic::Status::internal("internal database error")
-            }
+            MembershipError::Db(db) => muster_runtime::status::db_status(db),
             MembershipError::Corrupt(message) => {
                 tracing::error!(error = %message, "corrupt stored data");
                 tonic::Status::internal("stored data is unreadable")

@@ -67,12 +67,9 @@ impl Default for MembershipConfig {
 /// Why membership could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// Tokens misconfigured.
+    /// Caller tokens are misconfigured.
     #[error(transparent)]
-    Auth(#[from] muster_runtime::auth::BadTokenHash),
-    /// No tokens.
-    #[error("auth.token_sha256 is empty: configure at least one caller token (see `muster token`)")]
-    NoTokens,
+    Tokens(#[from] muster_runtime::auth::TokenConfigError),
     /// Policy's address is unusable.
     #[error("policy upstream: {0}")]
     Upstream(#[from] muster_runtime::client::ClientError),
@@ -84,21 +81,7 @@ pub enum StartError {
     Serve(#[from] muster_runtime::ServeError),
 }
 
-const SQLITE_MIGRATIONS: diesel_migrations::EmbeddedMigrations =
-    diesel_migrations::embed_migrations!("migrations/sqlite");
-const POSTGRES_MIGRATIONS: diesel_migrations::EmbeddedMigrations =
-    diesel_migrations::embed_migrations!("migrations/postgres");
-
-fn sqlite_migrations() -> diesel_migrations::EmbeddedMigrations {
-    SQLITE_MIGRATIONS
-}
-
-fn postgres_migrations() -> diesel_migrations::EmbeddedMigrations {
-    POSTGRES_MIGRATIONS
-}
-
-/// Membership's migrations, per backend.
-pub const MIGRATIONS: Migrations = Migrations { sqlite: sqlite_migrations, postgres: postgres_migrations };
+pub const MIGRATIONS: Migrations = muster_runtime::service_migrations!();
 
 /// Runs membership on `listener` until `shutdown` completes.
 pub async fn run(
@@ -107,15 +90,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     metrics: RpcMetrics,
 ) -> Result<(), StartError> {
-    let tokens = TokenSet::from_hex_hashes(&config.auth.token_sha256)?;
-    if tokens.is_empty() {
-        return Err(StartError::NoTokens);
-    }
+    let tokens = TokenSet::from_config(&config.auth)?;
     let policy = muster_runtime::client::policy_client(&config.policy)?;
-    let database = config.database.clone();
-    let db = tokio::task::spawn_blocking(move || Db::connect(database.url.expose(), database.max_connections))
-        .await
-        .map_err(|_| muster_runtime::DbError::Cancelled)??;
+    let db = Db::open(&config.database).await?;
     let stopping = muster_runtime::Stopping::new(shutdown);
     let app = Membership::new(MembershipStore::new(db.clone()), OrgCatalog::new(policy), stopping.clone());
     let server = MembershipServiceServer::new(MembershipGrpc::new(app))
@@ -127,12 +104,7 @@ pub async fn run(
         db,
         migrations: MIGRATIONS,
     };
-    let options = ServeOptions {
-        tokens,
-        request_timeout: config.listen.request_timeout(),
-        metrics,
-        shutdown_grace: config.listen.shutdown_grace(),
-    };
+    let options = ServeOptions::new(&config.listen, tokens, metrics);
     muster_runtime::serve(listener, stopping, spec, options).await?;
     Ok(())
 }

@@ -97,15 +97,7 @@ impl From<PolicyError> for tonic::Status {
             PolicyError::VersionConflict { .. } => {
                 rule_status(Code::Aborted, "version_conflict", "expected_version", e.to_string())
             }
-            PolicyError::Db(db) if db.is_unavailable() => {
-                tracing::warn!(error = %db, "database unavailable");
-                tonic::Status::unavailable("database unavailable; retry")
-            }
-            PolicyError::Db(db) => {
-                // The cause is logged here, never returned: it may name tables or values.
-                tracing::error!(error = %db, "database error");
-                tonic::Status::internal("internal database error")
-            }
+            PolicyError::Db(db) => muster_runtime::status::db_status(db),
             PolicyError::Corrupt(message) => {
                 tracing::error!(error = %message, "corrupt stored data");
                 tonic::Status::internal("stored data is unreadable")

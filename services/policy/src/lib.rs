@@ -69,12 +69,9 @@ pub enum StartError {
         /// What is wrong.
         message: String,
     },
-    /// Tokens are misconfigured.
+    /// Caller tokens are misconfigured.
     #[error(transparent)]
-    Auth(#[from] muster_runtime::auth::BadTokenHash),
-    /// No tokens: nobody could call the service.
-    #[error("auth.token_sha256 is empty: configure at least one caller token (see `muster token`)")]
-    NoTokens,
+    Tokens(#[from] muster_runtime::auth::TokenConfigError),
     /// The database could not be opened.
     #[error(transparent)]
     Db(#[from] muster_runtime::DbError),
@@ -83,21 +80,7 @@ pub enum StartError {
     Serve(#[from] muster_runtime::ServeError),
 }
 
-const SQLITE_MIGRATIONS: diesel_migrations::EmbeddedMigrations =
-    diesel_migrations::embed_migrations!("migrations/sqlite");
-const POSTGRES_MIGRATIONS: diesel_migrations::EmbeddedMigrations =
-    diesel_migrations::embed_migrations!("migrations/postgres");
-
-fn sqlite_migrations() -> diesel_migrations::EmbeddedMigrations {
-    SQLITE_MIGRATIONS
-}
-
-fn postgres_migrations() -> diesel_migrations::EmbeddedMigrations {
-    POSTGRES_MIGRATIONS
-}
-
-/// Policy's migrations, per backend.
-pub const MIGRATIONS: Migrations = Migrations { sqlite: sqlite_migrations, postgres: postgres_migrations };
+pub const MIGRATIONS: Migrations = muster_runtime::service_migrations!();
 
 /// Loads the catalog the config names (or the built-in one).
 pub fn load_catalog(config: &PolicyConfig) -> Result<Catalog, StartError> {
@@ -118,14 +101,8 @@ pub async fn run(
     metrics: RpcMetrics,
 ) -> Result<(), StartError> {
     let catalog = load_catalog(&config)?;
-    let tokens = TokenSet::from_hex_hashes(&config.auth.token_sha256)?;
-    if tokens.is_empty() {
-        return Err(StartError::NoTokens);
-    }
-    let database = config.database.clone();
-    let db = tokio::task::spawn_blocking(move || Db::connect(database.url.expose(), database.max_connections))
-        .await
-        .map_err(|_| muster_runtime::DbError::Cancelled)??;
+    let tokens = TokenSet::from_config(&config.auth)?;
+    let db = Db::open(&config.database).await?;
     let policy = Policy::new(DieselPolicyStore::new(db.clone()), catalog);
     let server = PolicyServiceServer::new(PolicyGrpc::new(policy))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -136,12 +113,7 @@ pub async fn run(
         db,
         migrations: MIGRATIONS,
     };
-    let options = ServeOptions {
-        tokens,
-        request_timeout: config.listen.request_timeout(),
-        metrics,
-        shutdown_grace: config.listen.shutdown_grace(),
-    };
+    let options = ServeOptions::new(&config.listen, tokens, metrics);
     muster_runtime::serve(listener, muster_runtime::Stopping::new(shutdown), spec, options).await?;
     Ok(())
 }

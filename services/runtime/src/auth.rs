@@ -23,6 +23,17 @@ pub struct BadTokenHash {
     pub index: usize,
 }
 
+/// Why a service's caller tokens are unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenConfigError {
+    /// A hash is malformed.
+    #[error(transparent)]
+    BadHash(#[from] BadTokenHash),
+    /// No tokens: nobody could call the service.
+    #[error("auth.token_sha256 is empty: configure at least one caller token (see `muster token`)")]
+    Empty,
+}
+
 /// The tokens a service accepts.
 #[derive(Clone, Default)]
 pub struct TokenSet {
@@ -45,6 +56,16 @@ impl TokenSet {
             out.push(arr);
         }
         Ok(Self { hashes: out })
+    }
+
+    /// The tokens of a service's `[auth]` config; refuses an empty list, since a
+    /// service nobody can call is a misconfiguration, not a locked door.
+    pub fn from_config(cfg: &crate::config::AuthConfig) -> Result<Self, TokenConfigError> {
+        let tokens = Self::from_hex_hashes(&cfg.token_sha256)?;
+        if tokens.is_empty() {
+            return Err(TokenConfigError::Empty);
+        }
+        Ok(tokens)
     }
 
     /// Whether no token is configured (then nobody gets in).

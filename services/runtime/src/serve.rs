@@ -57,6 +57,13 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
 }
 
+impl ServeOptions {
+    /// Options from a service's `[listen]` config.
+    pub fn new(listen: &crate::config::ListenConfig, tokens: TokenSet, metrics: RpcMetrics) -> Self {
+        Self { tokens, request_timeout: listen.request_timeout(), metrics, shutdown_grace: listen.shutdown_grace() }
+    }
+}
+
 /// A shutdown that many parts of a service can watch: the server, and long-lived
 /// streams that must end (so clients reconnect elsewhere and resume from their cursor).
 #[derive(Clone, Debug)]

@@ -20,6 +20,19 @@ pub fn rule_status(code: tonic::Code, rule: &str, field: &str, message: impl Int
     tonic::Status::with_error_details(code, message, details)
 }
 
+/// The status for a database failure: UNAVAILABLE when the database is unreachable
+/// or overloaded (the caller may retry), INTERNAL otherwise. The cause is logged
+/// here and never returned: it may name tables or values.
+pub fn db_status(e: &crate::DbError) -> tonic::Status {
+    if e.is_unavailable() {
+        tracing::warn!(error = %e, "database unavailable");
+        tonic::Status::unavailable("database unavailable; retry")
+    } else {
+        tracing::error!(error = %e, "database error");
+        tonic::Status::internal("internal database error")
+    }
+}
+
 /// The rule named in a status's ErrorInfo, if any (for clients and tests).
 pub fn rule_of(status: &tonic::Status) -> Option<String> {
     status.get_details_error_info().map(|info| info.reason)

@@ -80,6 +80,25 @@ pub struct Migrations {
     pub postgres: fn() -> EmbeddedMigrations,
 }
 
+/// A service's [`Migrations`], embedded from its `migrations/sqlite` and
+/// `migrations/postgres` directories: `pub const MIGRATIONS: Migrations = muster_runtime::service_migrations!();`
+#[macro_export]
+macro_rules! service_migrations {
+    () => {{
+        const SQLITE: ::diesel_migrations::EmbeddedMigrations =
+            ::diesel_migrations::embed_migrations!("migrations/sqlite");
+        const POSTGRES: ::diesel_migrations::EmbeddedMigrations =
+            ::diesel_migrations::embed_migrations!("migrations/postgres");
+        fn sqlite() -> ::diesel_migrations::EmbeddedMigrations {
+            SQLITE
+        }
+        fn postgres() -> ::diesel_migrations::EmbeddedMigrations {
+            POSTGRES
+        }
+        $crate::Migrations { sqlite, postgres }
+    }};
+}
+
 /// Splits a database URL into its backend and what the driver takes.
 pub fn parse_url(url: &str) -> Result<(Backend, String), DbError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -196,6 +215,12 @@ impl Db {
             .build(factory)
             .map_err(|e| DbError::Unreachable { target: shown.clone(), message: e.to_string() })?;
         Ok(Self { pool, backend, target: shown, sqlite_writer: Arc::new(std::sync::Mutex::new(())) })
+    }
+
+    /// Opens the database a service's config names, off the async workers.
+    pub async fn open(cfg: &crate::config::DatabaseConfig) -> Result<Self, DbError> {
+        let (url, max) = (cfg.url.clone(), cfg.max_connections);
+        tokio::task::spawn_blocking(move || Db::connect(url.expose(), max)).await.map_err(|_| DbError::Cancelled)?
     }
 
     /// The backend in use.
