@@ -188,3 +188,24 @@ mod tests {
         assert_eq!(result.unwrap(), 7);
     }
 }
+
+#[cfg(test)]
+mod propagation_tests {
+    use super::*;
+    use tonic::service::Interceptor;
+
+    #[tokio::test]
+    async fn outgoing_calls_carry_the_token_and_the_current_trace() {
+        let mut creds = CallCredentials::bearer("t0k").unwrap();
+        let ctx = TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        let request = ctx.scope(async { creds.call(tonic::Request::new(())).unwrap() }).await;
+        let md = request.metadata();
+        assert_eq!(md.get("authorization").unwrap().to_str().unwrap(), "Bearer t0k");
+        let sent = TraceContext::parse(md.get("traceparent").unwrap().to_str().unwrap()).unwrap();
+        assert_eq!(sent.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736", "same trace, new span");
+        assert_ne!(sent.parent_span_id, "00f067aa0ba902b7");
+
+        let outside = creds.call(tonic::Request::new(())).unwrap();
+        assert!(outside.metadata().get("traceparent").is_none(), "no trace, no header");
+    }
+}

@@ -149,3 +149,95 @@ where
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{TokenSet, hash_token};
+    use tower::ServiceExt;
+
+    /// An inner service that answers with the trace id it runs under.
+    fn echo_trace() -> impl tower_service::Service<
+        http::Request<()>,
+        Response = http::Response<tonic::body::Body>,
+        Error = std::convert::Infallible,
+        Future = impl Send,
+    > + Clone
+    + Send
+    + 'static {
+        tower::service_fn(|_req: http::Request<()>| async {
+            let id = TraceContext::current().map(|c| c.trace_id).unwrap_or_default();
+            let mut response = http::Response::new(tonic::body::Body::empty());
+            response.headers_mut().insert("x-trace", http::HeaderValue::from_str(&id).unwrap());
+            Ok(response)
+        })
+    }
+
+    fn guard(
+        ready: bool,
+    ) -> RpcGuard<
+        impl tower_service::Service<
+            http::Request<()>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+            Future = impl Send,
+        > + Clone
+        + Send
+        + 'static,
+    > {
+        let readiness = Readiness::new();
+        if ready {
+            readiness.set_ready();
+        }
+        let tokens = TokenSet::from_hex_hashes(&[hash_token("good")]).unwrap();
+        tower_layer::Layer::layer(&RpcGuardLayer::new(tokens, readiness, RpcMetrics::new()), echo_trace())
+    }
+
+    fn request(path: &str, token: Option<&str>, traceparent: Option<&str>) -> http::Request<()> {
+        let mut b = http::Request::builder().uri(path);
+        if let Some(t) = token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        if let Some(t) = traceparent {
+            b = b.header("traceparent", t);
+        }
+        b.body(()).unwrap()
+    }
+
+    fn status_of(r: &http::Response<tonic::body::Body>) -> Option<String> {
+        r.headers().get("grpc-status").map(|v| v.to_str().unwrap().to_string())
+    }
+
+    #[tokio::test]
+    async fn handlers_run_inside_the_callers_trace() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let r = guard(true)
+            .oneshot(request("/muster.policy.v1.PolicyService/GetOrg", Some("good"), Some(tp)))
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["x-trace"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        let r =
+            guard(true).oneshot(request("/muster.policy.v1.PolicyService/GetOrg", Some("good"), None)).await.unwrap();
+        assert_eq!(r.headers()["x-trace"].len(), 32, "a trace is started when none came in");
+    }
+
+    #[tokio::test]
+    async fn tokens_are_checked_but_health_is_open() {
+        let r =
+            guard(true).oneshot(request("/muster.policy.v1.PolicyService/GetOrg", Some("bad"), None)).await.unwrap();
+        assert_eq!(status_of(&r).as_deref(), Some("16"), "UNAUTHENTICATED");
+        let r = guard(true).oneshot(request("/muster.policy.v1.PolicyService/GetOrg", None, None)).await.unwrap();
+        assert_eq!(status_of(&r).as_deref(), Some("16"));
+        let r = guard(true).oneshot(request("/grpc.health.v1.Health/Check", None, None)).await.unwrap();
+        assert_eq!(status_of(&r), None, "health passes without a token");
+    }
+
+    #[tokio::test]
+    async fn nothing_but_health_runs_before_migrations_finish() {
+        let r =
+            guard(false).oneshot(request("/muster.policy.v1.PolicyService/GetOrg", Some("good"), None)).await.unwrap();
+        assert_eq!(status_of(&r).as_deref(), Some("14"), "UNAVAILABLE");
+        let r = guard(false).oneshot(request("/grpc.health.v1.Health/Check", None, None)).await.unwrap();
+        assert_eq!(status_of(&r), None);
+    }
+}
