@@ -543,6 +543,7 @@ async fn manual_changes_and_listing(kind: DbKind) {
         .unwrap()
         .into_inner();
     assert_eq!(page.members.len(), 1);
+    assert_eq!(page.total_size, 2, "the count covers every page");
     let rest = m
         .list_members(pb::ListMembersRequest {
             org_id: org.clone(),

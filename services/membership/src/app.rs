@@ -230,14 +230,15 @@ impl Membership {
             .ok_or_else(|| MembershipError::NotFound { what: "member", id: member_id.to_string() })
     }
 
-    /// A page of members (one more than `limit` asked, to tell if another page follows).
+    /// A page of members (ask one more than you show, to tell if another page
+    /// follows) and how many match the filters in all.
     pub async fn list_members(
         &self,
         org_id: &str,
         filter: MemberFilter,
         after: Option<String>,
         limit: usize,
-    ) -> Result<Vec<Member>, MembershipError> {
+    ) -> Result<(Vec<Member>, i64), MembershipError> {
         self.store.list_members(org_id.to_string(), filter, after, limit).await
     }
 

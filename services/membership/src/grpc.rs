@@ -106,7 +106,8 @@ impl MembershipService for MembershipGrpc {
             source: convert::source(r.source),
             email_prefix: non_empty(r.email_prefix.trim().to_lowercase()),
         };
-        let mut members = self.app.list_members(&r.org_id, filter, non_empty(r.page_token), limit + 1).await?;
+        let (mut members, total_size) =
+            self.app.list_members(&r.org_id, filter, non_empty(r.page_token), limit + 1).await?;
         let more = members.len() > limit;
         members.truncate(limit);
         let next_page_token =
@@ -114,6 +115,7 @@ impl MembershipService for MembershipGrpc {
         Ok(Response::new(pb::ListMembersResponse {
             members: members.into_iter().map(convert::member_pb).collect(),
             next_page_token,
+            total_size,
         }))
     }
 

@@ -498,35 +498,38 @@ impl MembershipStore {
         filter: MemberFilter,
         after: Option<String>,
         limit: usize,
-    ) -> Result<Vec<Member>, MembershipError> {
+    ) -> Result<(Vec<Member>, i64), MembershipError> {
         self.db
             .run(move |conn| {
-                let mut q = members::table
-                    .inner_join(users::table)
-                    .filter(members::org_id.eq(org_id))
-                    .order(members::id)
-                    .limit(limit as i64)
-                    .into_boxed();
-                if let Some(after) = after {
+                // The same filters select the page and count every match.
+                macro_rules! filtered {
+                    ($q:expr) => {{
+                        let mut q = $q.filter(members::org_id.eq(&org_id)).into_boxed();
+                        if let Some(role) = &filter.role {
+                            q = q.filter(members::role.eq(role));
+                        }
+                        if let Some(tier) = &filter.seat_tier {
+                            q = q.filter(members::seat_tier.eq(tier));
+                        }
+                        if let Some(status) = filter.status {
+                            q = q.filter(members::status.eq(status.name()));
+                        }
+                        if let Some(source) = filter.source {
+                            q = q.filter(members::source.eq(source.name()));
+                        }
+                        if let Some(prefix) = &filter.email_prefix {
+                            q = q.filter(users::email.like(like_prefix(prefix)).escape('\\'));
+                        }
+                        q
+                    }};
+                }
+                let total: i64 = filtered!(members::table.inner_join(users::table)).count().get_result(conn)?;
+                let mut q = filtered!(members::table.inner_join(users::table)).order(members::id).limit(limit as i64);
+                if let Some(after) = &after {
                     q = q.filter(members::id.gt(after));
                 }
-                if let Some(role) = filter.role {
-                    q = q.filter(members::role.eq(role));
-                }
-                if let Some(tier) = filter.seat_tier {
-                    q = q.filter(members::seat_tier.eq(tier));
-                }
-                if let Some(status) = filter.status {
-                    q = q.filter(members::status.eq(status.name()));
-                }
-                if let Some(source) = filter.source {
-                    q = q.filter(members::source.eq(source.name()));
-                }
-                if let Some(prefix) = filter.email_prefix {
-                    q = q.filter(users::email.like(like_prefix(&prefix)).escape('\\'));
-                }
                 let rows = q.load::<(MemberRow, UserRow)>(conn)?;
-                load_members(conn, rows)
+                Ok((load_members(conn, rows)?, total))
             })
             .await
     }
