@@ -42,6 +42,24 @@ pub struct UpArgs {
     pub no_demo: bool,
 }
 
+/// One service of `muster up`: metrics are served once for the whole process.
+fn local_listen(addr: &str) -> ListenConfig {
+    ListenConfig { grpc: addr.to_string(), metrics: String::new(), request_timeout_secs: 30, shutdown_grace_secs: 20 }
+}
+
+/// A service's SQLite file under the data directory.
+fn local_database(data_dir: &Path, file: &str) -> DatabaseConfig {
+    DatabaseConfig {
+        url: muster_runtime::Secret::new(format!("sqlite://{}", data_dir.join(file).display())),
+        max_connections: 8,
+    }
+}
+
+/// Another service of this process, called with the admin token.
+fn local_upstream(url: &str, token: &str) -> UpstreamConfig {
+    UpstreamConfig { url: url.to_string(), token: muster_runtime::Secret::new(token), timeout_ms: 10_000 }
+}
+
 /// Reads the admin token, creating it (readable by the owner only) on first run.
 fn admin_token(data_dir: &Path) -> anyhow::Result<String> {
     let path = token_file(data_dir);
@@ -188,16 +206,8 @@ pub async fn up(args: UpArgs, data_dir: &Path) -> anyhow::Result<()> {
     spawn_metrics(&args.metrics_addr, metrics.clone(), &shutdown).await?;
 
     let policy_config = muster_policy::PolicyConfig {
-        listen: ListenConfig {
-            grpc: args.policy_addr.clone(),
-            metrics: String::new(),
-            request_timeout_secs: 30,
-            shutdown_grace_secs: 20,
-        },
-        database: DatabaseConfig {
-            url: muster_runtime::Secret::new(format!("sqlite://{}", data_dir.join("policy.db").display())),
-            max_connections: 8,
-        },
+        listen: local_listen(&args.policy_addr),
+        database: local_database(data_dir, "policy.db"),
         auth: auth.clone(),
         ..Default::default()
     };
@@ -207,22 +217,10 @@ pub async fn up(args: UpArgs, data_dir: &Path) -> anyhow::Result<()> {
     wait_serving(&policy_url, muster_policy::GRPC_NAME).await?;
 
     let membership_config = muster_membership::MembershipConfig {
-        listen: ListenConfig {
-            grpc: args.membership_addr.clone(),
-            metrics: String::new(),
-            request_timeout_secs: 30,
-            shutdown_grace_secs: 20,
-        },
-        database: DatabaseConfig {
-            url: muster_runtime::Secret::new(format!("sqlite://{}", data_dir.join("membership.db").display())),
-            max_connections: 8,
-        },
+        listen: local_listen(&args.membership_addr),
+        database: local_database(data_dir, "membership.db"),
         auth: auth.clone(),
-        policy: UpstreamConfig {
-            url: policy_url.clone(),
-            token: muster_runtime::Secret::new(token.clone()),
-            timeout_ms: 10_000,
-        },
+        policy: local_upstream(&policy_url, &token),
         ..Default::default()
     };
     let listener = bind(&args.membership_addr, "membership gRPC").await?;
@@ -232,28 +230,12 @@ pub async fn up(args: UpArgs, data_dir: &Path) -> anyhow::Result<()> {
     wait_serving(&membership_url, muster_membership::GRPC_NAME).await?;
 
     let directory_config = muster_directory_sync::DirectorySyncConfig {
-        listen: ListenConfig {
-            grpc: args.directory_addr.clone(),
-            metrics: String::new(),
-            request_timeout_secs: 30,
-            shutdown_grace_secs: 20,
-        },
+        listen: local_listen(&args.directory_addr),
         http: muster_directory_sync::HttpConfig { addr: args.scim_addr.clone(), ..Default::default() },
-        database: DatabaseConfig {
-            url: muster_runtime::Secret::new(format!("sqlite://{}", data_dir.join("directory-sync.db").display())),
-            max_connections: 8,
-        },
+        database: local_database(data_dir, "directory-sync.db"),
         auth: auth.clone(),
-        policy: UpstreamConfig {
-            url: policy_url.clone(),
-            token: muster_runtime::Secret::new(token.clone()),
-            timeout_ms: 10_000,
-        },
-        membership: UpstreamConfig {
-            url: membership_url.clone(),
-            token: muster_runtime::Secret::new(token.clone()),
-            timeout_ms: 10_000,
-        },
+        policy: local_upstream(&policy_url, &token),
+        membership: local_upstream(&membership_url, &token),
         // Quick to notice settings changes on a laptop.
         sync: muster_directory_sync::SyncConfig { settings_poll_ms: 2000, ..Default::default() },
         ..Default::default()
