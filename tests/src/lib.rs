@@ -149,6 +149,16 @@ pub async fn wait_serving(url: &str, service: &str) {
     panic!("{service} at {url} never reported SERVING: {last_error}");
 }
 
+/// A service's listen config in tests: any port, no metrics port, a short grace.
+fn test_listen() -> ListenConfig {
+    ListenConfig {
+        grpc: "127.0.0.1:0".into(),
+        metrics: String::new(),
+        request_timeout_secs: 30,
+        shutdown_grace_secs: 5,
+    }
+}
+
 /// Muster's services, running in this process for one test.
 pub struct TestCluster {
     /// Which database they run on.
@@ -213,12 +223,7 @@ impl TestCluster {
     /// Policy's config for this cluster (port 0; metrics off).
     pub fn policy_config(&self) -> muster_policy::PolicyConfig {
         muster_policy::PolicyConfig {
-            listen: ListenConfig {
-                grpc: "127.0.0.1:0".into(),
-                metrics: String::new(),
-                request_timeout_secs: 30,
-                shutdown_grace_secs: 5,
-            },
+            listen: test_listen(),
             database: DatabaseConfig { url: muster_runtime::Secret::new(self.policy_db.url()), max_connections: 4 },
             auth: self.auth(),
             ..Default::default()
@@ -243,12 +248,7 @@ impl TestCluster {
     pub fn membership_config(&self) -> muster_membership::MembershipConfig {
         let policy_addr = self.policy_addr.expect("policy started first");
         muster_membership::MembershipConfig {
-            listen: ListenConfig {
-                grpc: "127.0.0.1:0".into(),
-                metrics: String::new(),
-                request_timeout_secs: 30,
-                shutdown_grace_secs: 5,
-            },
+            listen: test_listen(),
             database: DatabaseConfig { url: muster_runtime::Secret::new(self.membership_db.url()), max_connections: 4 },
             auth: self.auth(),
             policy: UpstreamConfig {
@@ -296,12 +296,7 @@ impl TestCluster {
             timeout_ms: 10_000,
         };
         muster_directory_sync::DirectorySyncConfig {
-            listen: ListenConfig {
-                grpc: "127.0.0.1:0".into(),
-                metrics: String::new(),
-                request_timeout_secs: 30,
-                shutdown_grace_secs: 5,
-            },
+            listen: test_listen(),
             database: DatabaseConfig { url: muster_runtime::Secret::new(self.directory_db.url()), max_connections: 4 },
             auth: self.auth(),
             policy: upstream(self.policy_addr.expect("policy started first")),

@@ -92,6 +92,32 @@ async fn wait_serving(url: &str, service: &str) -> anyhow::Result<()> {
     anyhow::bail!("{service} stopped before it was ready")
 }
 
+/// The demo orgs' settings: `mode` with advanced group mapping of the acme-* groups.
+async fn save_demo_settings(policy: &mut PolicyClient, org_id: &str, mode: pb::ProvisioningMode) -> anyhow::Result<()> {
+    let named = |name: &str| common::GroupRef { id: String::new(), name: name.into() };
+    policy
+        .update_settings(pb::UpdateSettingsRequest {
+            org_id: org_id.to_string(),
+            expected_version: 0,
+            settings: Some(pb::SettingsInput {
+                mode: mode as i32,
+                advanced_group_mapping: true,
+                role_mappings: vec![
+                    pb::RoleMapping { role: "Owner".into(), groups: vec![named("acme-owners")] },
+                    pb::RoleMapping { role: "Admin".into(), groups: vec![named("acme-admins")] },
+                    pb::RoleMapping { role: "User".into(), groups: vec![named("acme-everyone")] },
+                ],
+                seat_tier_mappings: vec![pb::SeatTierMapping {
+                    seat_tier: "Premium".into(),
+                    groups: vec![named("acme-engineering")],
+                }],
+            }),
+            actor: Some(common::Actor { kind: Some(common::actor::Kind::System("demo".into())) }),
+        })
+        .await?;
+    Ok(())
+}
+
 /// Creates the demo parent and org when policy has no parent orgs yet.
 async fn seed_demo(policy: &mut PolicyClient) -> anyhow::Result<Option<(pb::ParentOrg, pb::Org)>> {
     let existing =
@@ -111,27 +137,7 @@ async fn seed_demo(policy: &mut PolicyClient) -> anyhow::Result<Option<(pb::Pare
         })
         .await?
         .into_inner();
-    let named = |name: &str| common::GroupRef { id: String::new(), name: name.into() };
-    policy
-        .update_settings(pb::UpdateSettingsRequest {
-            org_id: org.id.clone(),
-            expected_version: 0,
-            settings: Some(pb::SettingsInput {
-                mode: pb::ProvisioningMode::Jit as i32,
-                advanced_group_mapping: true,
-                role_mappings: vec![
-                    pb::RoleMapping { role: "Owner".into(), groups: vec![named("acme-owners")] },
-                    pb::RoleMapping { role: "Admin".into(), groups: vec![named("acme-admins")] },
-                    pb::RoleMapping { role: "User".into(), groups: vec![named("acme-everyone")] },
-                ],
-                seat_tier_mappings: vec![pb::SeatTierMapping {
-                    seat_tier: "Premium".into(),
-                    groups: vec![named("acme-engineering")],
-                }],
-            }),
-            actor: Some(common::Actor { kind: Some(common::actor::Kind::System("demo".into())) }),
-        })
-        .await?;
+    save_demo_settings(policy, &org.id, pb::ProvisioningMode::Jit).await?;
     Ok(Some((parent, org)))
 }
 
@@ -153,27 +159,7 @@ async fn seed_scim_demo(
         })
         .await?
         .into_inner();
-    let named = |name: &str| common::GroupRef { id: String::new(), name: name.into() };
-    policy
-        .update_settings(pb::UpdateSettingsRequest {
-            org_id: org.id.clone(),
-            expected_version: 0,
-            settings: Some(pb::SettingsInput {
-                mode: pb::ProvisioningMode::Scim as i32,
-                advanced_group_mapping: true,
-                role_mappings: vec![
-                    pb::RoleMapping { role: "Owner".into(), groups: vec![named("acme-owners")] },
-                    pb::RoleMapping { role: "Admin".into(), groups: vec![named("acme-admins")] },
-                    pb::RoleMapping { role: "User".into(), groups: vec![named("acme-everyone")] },
-                ],
-                seat_tier_mappings: vec![pb::SeatTierMapping {
-                    seat_tier: "Premium".into(),
-                    groups: vec![named("acme-engineering")],
-                }],
-            }),
-            actor: Some(common::Actor { kind: Some(common::actor::Kind::System("demo".into())) }),
-        })
-        .await?;
+    save_demo_settings(policy, &org.id, pb::ProvisioningMode::Scim).await?;
     let created = directory
         .create_directory(dpb::CreateDirectoryRequest {
             parent_id: parent.id.clone(),
