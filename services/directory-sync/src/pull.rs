@@ -215,9 +215,15 @@ impl Puller {
         Self { engine, connectors, config, holder }
     }
 
-    /// This replica's lease name.
+    /// This replica's name.
     pub fn holder(&self) -> &str {
         &self.holder
+    }
+
+    /// The lease name of one pull: this replica's name and a fresh id, so two pulls
+    /// in one process exclude each other as pulls of two replicas do.
+    fn lease_name(&self) -> String {
+        format!("{}/{}", self.holder, uuid::Uuid::now_v7())
     }
 
     /// Checks a pull directory's config for its kind.
@@ -260,21 +266,23 @@ impl Puller {
                         if *shutdown.borrow() {
                             return;
                         }
+                        // One lease name per pull: a Sync now in this process waits for it too.
+                        let lease = self.lease_name();
                         match self
                             .engine
                             .store
-                            .take_lease(&dir, &self.holder, chrono::Utc::now(), self.config.lease_ttl)
+                            .take_lease(&dir, &lease, chrono::Utc::now(), self.config.lease_ttl)
                             .await
                         {
                             Ok(true) => {
                                 let actor = format!("system:interval@{}", self.holder);
                                 match self.engine.start_run(&dir, Trigger::Interval, &actor).await {
                                     Ok(run) => {
-                                        self.pull_and_reconcile(run, false).await;
+                                        self.pull_and_reconcile(run, false, &lease).await;
                                     }
                                     Err(e) => tracing::warn!(directory = %dir, error = %e, "cannot start a pull run"),
                                 }
-                                let _ = self.engine.store.release_lease(&dir, &self.holder).await;
+                                let _ = self.engine.store.release_lease(&dir, &lease).await;
                             }
                             Ok(false) => {}
                             Err(e) => tracing::warn!(directory = %dir, error = %e, "cannot take the pull lease"),
@@ -295,8 +303,9 @@ impl Puller {
     pub async fn sync_now(&self, mut run: SyncRun) -> SyncRun {
         let dir = run.directory_id.clone();
         let give_up = tokio::time::Instant::now() + self.config.lease_ttl * 3;
+        let lease = self.lease_name();
         loop {
-            match self.engine.store.take_lease(&dir, &self.holder, chrono::Utc::now(), self.config.lease_ttl).await {
+            match self.engine.store.take_lease(&dir, &lease, chrono::Utc::now(), self.config.lease_ttl).await {
                 Ok(true) => break,
                 Ok(false) if tokio::time::Instant::now() < give_up => {
                     tokio::time::sleep(self.config.poll.min(Duration::from_millis(500))).await;
@@ -309,8 +318,8 @@ impl Puller {
         }
         run.outcome = "pulling".into();
         let _ = self.engine.save(&run).await;
-        let run = self.pull_and_reconcile(run, true).await;
-        let _ = self.engine.store.release_lease(&dir, &self.holder).await;
+        let run = self.pull_and_reconcile(run, true, &lease).await;
+        let _ = self.engine.store.release_lease(&dir, &lease).await;
         run
     }
 
@@ -326,9 +335,9 @@ impl Puller {
 
     /// Keeps the lease while a pull and its reconcile run; marks `lost` when another
     /// replica has it (the sink then refuses further pages).
-    fn keep_lease(&self, dir: &str, lost: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+    fn keep_lease(&self, dir: &str, lease: &str, lost: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
         let store = self.engine.store.clone();
-        let (dir, holder, ttl) = (dir.to_string(), self.holder.clone(), self.config.lease_ttl);
+        let (dir, holder, ttl) = (dir.to_string(), lease.to_string(), self.config.lease_ttl);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(ttl / 3).await;
@@ -348,13 +357,13 @@ impl Puller {
 
     /// One pull (a full listing when `full`, else what `plan_pull` says), then the
     /// reconcile, on `run`. The caller holds the lease.
-    async fn pull_and_reconcile(&self, mut run: SyncRun, full: bool) -> SyncRun {
+    async fn pull_and_reconcile(&self, mut run: SyncRun, full: bool, lease: &str) -> SyncRun {
         let dir_id = run.directory_id.clone();
         let lock = self.engine.directory_lock(&dir_id);
         let _guard = lock.lock().await;
         let lost = Arc::new(AtomicBool::new(false));
-        let renewal = self.keep_lease(&dir_id, lost.clone());
-        let run_out = self.pull_inner(&mut run, full, lost).await;
+        let renewal = self.keep_lease(&dir_id, lease, lost.clone());
+        let run_out = self.pull_inner(&mut run, full, lease, lost).await;
         renewal.abort();
         match run_out {
             Ok(r) => r,
@@ -362,7 +371,13 @@ impl Puller {
         }
     }
 
-    async fn pull_inner(&self, run: &mut SyncRun, full: bool, lost: Arc<AtomicBool>) -> Result<SyncRun, String> {
+    async fn pull_inner(
+        &self,
+        run: &mut SyncRun,
+        full: bool,
+        lease: &str,
+        lost: Arc<AtomicBool>,
+    ) -> Result<SyncRun, String> {
         let store = &self.engine.store;
         let dir = store.get_directory(&run.directory_id).await.map_err(|e| e.to_string())?;
         if dir.state == State::Paused && run.trigger == Trigger::Interval {
@@ -389,7 +404,7 @@ impl Puller {
         let mut sink = MirrorSink {
             store: store.clone(),
             dir: dir.id.clone(),
-            holder: self.holder.clone(),
+            holder: lease.to_string(),
             generation: None,
             lost,
             written: PullWrite::default(),

@@ -195,6 +195,23 @@ impl Tx {
     }
 }
 
+/// The last of each id, in first-seen order: a page may name an object twice (Entra
+/// splits a group's `members@delta` over several entries), and one row is written.
+fn last_of<T: Clone>(items: &[T], id: impl Fn(&T) -> &str) -> Vec<T> {
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut out: Vec<T> = Vec::new();
+    for item in items {
+        match index.get(id(item)) {
+            Some(&i) => out[i] = item.clone(),
+            None => {
+                index.insert(id(item).to_string(), out.len());
+                out.push(item.clone());
+            }
+        }
+    }
+    out
+}
+
 fn write_users(
     conn: &mut DbConnection,
     dir: &str,
@@ -202,6 +219,7 @@ fn write_users(
     pass: PagePass,
     tx: &mut Tx,
 ) -> Result<(), SyncError> {
+    let users = last_of(users, |u| u.id.as_str());
     let generation = match pass {
         PagePass::Listing { generation } => generation,
         PagePass::Changes => 0,
@@ -316,6 +334,7 @@ fn write_groups(
     pass: PagePass,
     tx: &mut Tx,
 ) -> Result<(), SyncError> {
+    let groups = last_of(groups, |g| g.id.as_str());
     let generation = match pass {
         PagePass::Listing { generation } => generation,
         PagePass::Changes => 0,
