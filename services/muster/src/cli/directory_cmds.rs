@@ -90,7 +90,8 @@ pub enum DirectoryCmd {
         /// Display name.
         #[arg(long)]
         name: String,
-        /// Connector config (JSON object; secrets as {"env": "VAR"} or {"file": "/path"}).
+        /// Connector config: a TOML or JSON file (or inline JSON) with the connector's
+        /// settings; secrets by reference only, `{ env = "VAR" }` or `{ file = "/path" }`.
         #[arg(long, default_value = "")]
         config: String,
         /// Seconds between pulls (pull kinds).
@@ -126,6 +127,11 @@ pub enum DirectoryCmd {
     },
     /// Delete a directory and its mirror.
     Delete {
+        /// The directory.
+        id: String,
+    },
+    /// Tests a pull directory's connection (credentials, scopes, app id) and says what is wrong.
+    Test {
         /// The directory.
         id: String,
     },
@@ -328,11 +334,29 @@ fn change_rows(t: &mut Table, what: &str, changes: &[pb::PreviewChange]) {
     }
 }
 
+/// The connector config as JSON text: `arg` names a TOML or JSON file, or is inline
+/// JSON (or empty). The service refuses inline secrets, so a file holds references only.
+fn connector_config(arg: &str) -> anyhow::Result<String> {
+    let trimmed = arg.trim();
+    if trimmed.is_empty() || trimmed.starts_with('{') {
+        return Ok(trimmed.to_string());
+    }
+    let text = std::fs::read_to_string(trimmed)
+        .map_err(|e| anyhow::anyhow!("cannot read the connector config {trimmed}: {e}"))?;
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+        return Ok(v.to_string());
+    }
+    let v: toml::Value =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{trimmed} is neither JSON nor TOML: {e}"))?;
+    Ok(serde_json::to_value(v)?.to_string())
+}
+
 /// Runs a `muster directory` command.
 pub async fn directory(conn: &Connection, out: Output, cmd: DirectoryCmd) -> anyhow::Result<()> {
     let mut d = conn.directory()?;
     match cmd {
         DirectoryCmd::Create { parent, kind, name, config, interval, brake_percent, brake_min } => {
+            let config = connector_config(&config)?;
             let r = d
                 .create_directory(pb::CreateDirectoryRequest {
                     parent_id: parent,
@@ -442,6 +466,15 @@ pub async fn directory(conn: &Connection, out: Output, cmd: DirectoryCmd) -> any
         DirectoryCmd::Delete { id } => {
             d.delete_directory(pb::DeleteDirectoryRequest { id: id.clone() }).await?;
             out.print(json!({"deleted": id}), || format!("directory {id} deleted"));
+        }
+        DirectoryCmd::Test { id } => {
+            let r = d.test_directory(pb::TestDirectoryRequest { id: id.clone() }).await?.into_inner();
+            out.print(json!({"id": id, "ok": r.ok, "problem": r.problem, "message": r.message}), || {
+                if r.ok { format!("ok: {}", r.message) } else { format!("{}: {}", r.problem, r.message) }
+            });
+            if !r.ok {
+                anyhow::bail!("directory {id}: the connection test failed ({})", r.problem);
+            }
         }
         DirectoryCmd::RotateToken { id } => {
             let r = d.rotate_scim_token(pb::RotateScimTokenRequest { id }).await?.into_inner();
