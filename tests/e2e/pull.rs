@@ -24,6 +24,7 @@ on_both_databases! {
     entra_pull_provisions_changes_and_survives_failures => entra;
     google_pull_provisions_changes_and_survives_failures => google;
     one_replica_pulls_a_directory_at_a_time => lease;
+    test_directory_says_what_is_wrong => test_directory;
 }
 
 const PATIENCE: Duration = Duration::from_secs(90);
@@ -118,6 +119,7 @@ struct World {
     membership: MembershipClient,
     directory: DirectoryClient,
     org_id: String,
+    parent_id: String,
     dir_id: String,
 }
 
@@ -178,7 +180,7 @@ impl World {
             .into_inner();
         let dir_id = created.directory.unwrap().id;
         let membership = cluster.membership();
-        Self { cluster, membership, directory, org_id: org.id, dir_id }
+        Self { cluster, membership, directory, org_id: org.id, parent_id: parent.id, dir_id }
     }
 
     async fn members(&self) -> Vec<mpb::Member> {
@@ -415,5 +417,60 @@ async fn lease(kind: DbKind) {
     assert!(latest.outcome.contains("changes"), "resumed from the cursor, not a new listing: {}", latest.outcome);
     replica.stop().await.unwrap();
     w.cluster.start_directory().await;
+    w.cluster.stop().await;
+}
+
+/// `TestDirectory` (`muster directory test`) runs the connector's check against the
+/// IdP and names the problem: a rejected token, an app id the IdP does not know.
+async fn test_directory(kind: DbKind) {
+    use muster_connector_okta::testing::APP_ID;
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let fake = start_fake(Vendor::Okta, clock.clone()).await;
+    let w = World::start(kind, &fake, clock).await;
+    let mut d = w.directory.clone();
+    let check = |id: String| {
+        let mut d = d.clone();
+        async move { d.test_directory(dpb::TestDirectoryRequest { id }).await.unwrap().into_inner() }
+    };
+    let ok = check(w.dir_id.clone()).await;
+    assert!(ok.ok, "{ok:?}");
+
+    let secrets = tempfile::tempdir().unwrap();
+    let wrong = secrets.path().join("wrong-token");
+    std::fs::write(&wrong, "00not-the-token").unwrap();
+    let create = |config: Value| {
+        let mut d = d.clone();
+        let parent = w.parent_id.clone();
+        async move {
+            d.create_directory(dpb::CreateDirectoryRequest {
+                parent_id: parent,
+                kind: dpb::DirectoryKind::Okta as i32,
+                display_name: "Broken IdP".into(),
+                config_json: config.to_string(),
+                sync_interval_seconds: 0,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .directory
+            .unwrap()
+            .id
+        }
+    };
+    let mut bad_token = fake.config.clone();
+    bad_token["auth"]["token"] = json!({"file": wrong.to_string_lossy()});
+    let bad = check(create(bad_token).await).await;
+    assert_eq!((bad.ok, bad.problem.as_str()), (false, "unauthorized"), "{bad:?}");
+    assert!(!bad.message.contains("00not-the-token"), "the token never appears in the answer");
+
+    let mut unknown_app = fake.config.clone();
+    unknown_app["app_id"] = json!(format!("{APP_ID}-missing"));
+    let missing = check(create(unknown_app).await).await;
+    assert_eq!((missing.ok, missing.problem.as_str()), (false, "not_found"), "{missing:?}");
+    assert!(missing.message.contains("missing"), "names the app: {}", missing.message);
+
+    let err = d.test_directory(dpb::TestDirectoryRequest { id: "nope".into() }).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
     w.cluster.stop().await;
 }
