@@ -26,6 +26,7 @@ macro_rules! on_both_databases {
     };
 }
 
+mod deletion;
 mod directory;
 mod membership;
 mod policy;

@@ -17,7 +17,7 @@ use crate::domain::run::{ItemKind, RunItem, RunState, SyncRun, Trigger};
 use crate::engine::{Decided, Engine, Scope};
 use crate::error::SyncError;
 use crate::pull::{CheckAnswer, Puller};
-use crate::store::{DirectoryPatch, MirrorGroup, MirrorUser, NewDirectory, Page, SyncStore, UserFilter};
+use crate::store::{DirectoryPatch, MirrorGroup, MirrorUser, NewDirectory, Page, QueueEntry, SyncStore, UserFilter};
 
 /// Page size when none is asked for.
 pub const DEFAULT_PAGE_SIZE: usize = 100;
@@ -212,10 +212,58 @@ impl DirectorySync {
         self.store().update_directory(id, patch).await
     }
 
-    /// Deletes a directory and its mirror.
+    /// Deletes a directory. Its members leave first, through a normal run of every
+    /// mirror user as unassigned (members it never knew are untouched); when the brake
+    /// holds that run nothing is removed and the directory stays `leaving`: approve the
+    /// run, then delete again (or resume to cancel). Then the mirror goes.
     pub async fn delete(&self, id: &str) -> Result<(), SyncError> {
         let lock = self.engine.directory_lock(id);
         let _guard = lock.lock().await;
+        let dir = self.store().get_directory(id).await?;
+        if dir.state != State::Leaving {
+            self.store().set_state(id, State::Leaving).await?;
+        }
+        let mut entries = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.store().list_users(id, UserFilter::default(), after.clone(), 1000).await?;
+            entries.extend(page.items.into_iter().map(|u| QueueEntry {
+                seq: 0,
+                email: u.email.clone().unwrap_or_default(),
+                display_name: u.display_name.clone(),
+                user_id: u.id,
+            }));
+            match page.next_after {
+                Some(a) => after = Some(a),
+                None => break,
+            }
+        }
+        if !entries.is_empty() {
+            let run = self.engine.start_run(id, Trigger::SyncNow, "system:directory_deletion").await?;
+            let run = self.engine.execute_noted(run, Scope::Users(entries), Some("directory deletion")).await;
+            match run.state {
+                RunState::Succeeded => {}
+                RunState::Held => {
+                    return Err(SyncError::FailedPrecondition {
+                        rule: "deletion_held",
+                        message: format!(
+                            "deleting directory {id} would remove more members than the brake allows; nothing was removed. \
+                             Approve run {} (then delete again), or resume the directory to cancel",
+                            run.id
+                        ),
+                    });
+                }
+                _ => {
+                    return Err(SyncError::FailedPrecondition {
+                        rule: "deletion_incomplete",
+                        message: format!(
+                            "directory {id}: its members could not all be removed ({}); it stays leaving, delete again to retry",
+                            run.error
+                        ),
+                    });
+                }
+            }
+        }
         self.store().delete_directory(id).await?;
         tracing::info!(directory = id, "directory deleted");
         Ok(())
@@ -298,6 +346,13 @@ impl DirectorySync {
             return Err(SyncError::FailedPrecondition {
                 rule: "directory_paused",
                 message: format!("directory {dir} is paused; resume it first"),
+            });
+        }
+        if d.state == State::Leaving {
+            // A full reconcile of a leaving directory would also remove members it never created.
+            return Err(SyncError::FailedPrecondition {
+                rule: "directory_leaving",
+                message: format!("directory {dir} is being deleted; resume it to cancel, or delete it again"),
             });
         }
         let run = self.engine.start_run(dir, Trigger::SyncNow, actor).await?;

@@ -64,6 +64,7 @@ pub fn directory_pb(d: Directory, scim_base_url: String) -> pb::Directory {
         state: match d.state {
             State::Active => pb::DirectoryState::Active,
             State::Paused => pb::DirectoryState::Paused,
+            State::Leaving => pb::DirectoryState::Leaving,
         } as i32,
         scim_base_url,
         create_time: Some(ts(d.created_at)),

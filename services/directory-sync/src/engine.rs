@@ -202,8 +202,10 @@ impl Engine {
 
     /// People for mirror users, with their groups.
     pub(crate) async fn people_of_users(&self, dir: &str, users: Vec<MirrorUser>) -> Result<Vec<Person>, SyncError> {
+        // A directory being deleted assigns nobody: its members leave through this run.
+        let leaving = self.store.get_directory(dir).await?.state == State::Leaving;
         let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
-        let groups = self.store.groups_of(dir, ids).await?;
+        let groups = if leaving { HashMap::new() } else { self.store.groups_of(dir, ids).await? };
         Ok(users
             .into_iter()
             .map(|u| {
@@ -221,7 +223,7 @@ impl Engine {
                         email: u.email.clone().unwrap_or_default(),
                         display_name: u.display_name.clone(),
                     },
-                    assigned: u.active,
+                    assigned: u.active && !leaving,
                     groups,
                     known_current: None,
                 }

@@ -380,8 +380,8 @@ impl Puller {
     ) -> Result<SyncRun, String> {
         let store = &self.engine.store;
         let dir = store.get_directory(&run.directory_id).await.map_err(|e| e.to_string())?;
-        if dir.state == State::Paused && run.trigger == Trigger::Interval {
-            return Err("directory paused".into());
+        if dir.state != State::Active && run.trigger == Trigger::Interval {
+            return Err(format!("directory {}", dir.state.name()));
         }
         let state = store.pull_state(&dir.id).await.map_err(|e| e.to_string())?;
         let interval =

@@ -48,6 +48,9 @@ pub enum State {
     Active,
     /// Mirrors and queues, but does not reconcile.
     Paused,
+    /// Being deleted: every user of its mirror counts as unassigned, so its members
+    /// leave through a normal, brake-guarded run. Resuming cancels the deletion.
+    Leaving,
 }
 
 impl State {
@@ -56,6 +59,7 @@ impl State {
         match self {
             State::Active => "active",
             State::Paused => "paused",
+            State::Leaving => "leaving",
         }
     }
 
@@ -64,6 +68,7 @@ impl State {
         match s {
             "active" => Some(State::Active),
             "paused" => Some(State::Paused),
+            "leaving" => Some(State::Leaving),
             _ => None,
         }
     }
