@@ -13,7 +13,7 @@ cargo build -p muster --locked -q
 cd "$work"
 # Ports away from the defaults (a developer's own `muster up`) and below the
 # ephemeral range (32768+), where a busy machine's client sockets would collide.
-"$root/target/debug/muster" up --data-dir "$work/data" \
+"${CARGO_TARGET_DIR:-$root/target}/debug/muster" up --data-dir "$work/data" \
   --policy-addr 127.0.0.1:27051 --membership-addr 127.0.0.1:27052 --directory-addr 127.0.0.1:27053 \
   --policy-url http://127.0.0.1:27051 --membership-url http://127.0.0.1:27052 --directory-url http://127.0.0.1:27053 \
   --scim-addr 127.0.0.1:27080 --metrics-addr "" > "$work/up.log" 2>&1 &
