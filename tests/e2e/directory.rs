@@ -23,6 +23,7 @@ on_both_databases! {
     dependencies_down_remove_nobody => dependencies_down_remove_nobody;
     restart_between_write_and_reconcile_lands_once => restart_between_write_and_reconcile_lands_once;
     events_resume_exactly_and_tokens_isolate => events_resume_exactly_and_tokens_isolate;
+    scim_log_records_only_when_on_with_secrets_stripped => scim_log_records_only_when_on_with_secrets_stripped;
 }
 
 /// Longest any wait may take before the test fails (a hang is a failure, not a pass).
@@ -766,5 +767,122 @@ async fn events_resume_exactly_and_tokens_isolate(kind: DbKind) {
         .await
         .unwrap_err();
     assert_eq!(muster_runtime::status::rule_of(&err).as_deref(), Some("secret_inline"));
+    w.stop().await;
+}
+
+/// Status, content type and body of a raw SCIM GET, as the IdP sees them.
+async fn raw_get(scim: &Scim, path: &str) -> (u16, String, String) {
+    let resp = scim.http.get(format!("{}{path}", scim.base)).bearer_auth(&scim.token).send().await.unwrap();
+    let status = resp.status().as_u16();
+    let content_type = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    (status, content_type, resp.text().await.unwrap())
+}
+
+async fn scim_log(w: &World) -> Vec<dpb::ScimRequestLog> {
+    w.directory
+        .clone()
+        .list_scim_requests(dpb::ListScimRequestsRequest {
+            directory_id: w.dir_id.clone(),
+            page_size: 100,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .requests
+}
+
+async fn set_scim_log_days(w: &World, days: u32) -> dpb::Directory {
+    w.directory
+        .clone()
+        .update_directory(dpb::UpdateDirectoryRequest {
+            id: w.dir_id.clone(),
+            scim_log_days: Some(days),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Waits until the log holds a request whose path ends with `suffix`. The log is
+/// written in order after each answer, so once it is there, everything sent before it
+/// that was going to be logged is there too.
+async fn until_logged(w: &World, suffix: &str) -> Vec<dpb::ScimRequestLog> {
+    until(&format!("{suffix} in the scim log"), || async {
+        scim_log(w).await.iter().any(|r| r.path.ends_with(suffix))
+    })
+    .await;
+    scim_log(w).await
+}
+
+async fn scim_log_records_only_when_on_with_secrets_stripped(kind: DbKind) {
+    let w = World::start(kind).await;
+    // Off by default: requests are answered and nothing is kept.
+    let dir = w.directory.clone().get_directory(dpb::GetDirectoryRequest { id: w.dir_id.clone() }).await.unwrap();
+    assert_eq!(dir.into_inner().scim_log_days, 0);
+    let ann = w.scim.create_user("ann@acme.io").await;
+    let unlogged = raw_get(&w.scim, &format!("/Users/{ann}")).await;
+    assert_eq!(unlogged.0, 200);
+
+    assert_eq!(set_scim_log_days(&w, 7).await.scim_log_days, 7);
+    let body = json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": "bob@acme.io",
+        "password": "hunter2-secret",
+        "emails": [{"value": "bob@acme.io", "primary": true}],
+        "active": true
+    });
+    let (status, created) = w.scim.send(reqwest::Method::POST, "/Users", Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    assert!(!created.to_string().contains("hunter2"));
+    // The IdP's answer is the same with the log on.
+    let logged = raw_get(&w.scim, &format!("/Users/{ann}")).await;
+    assert_eq!(logged, unlogged);
+
+    let log = until_logged(&w, &format!("/Users/{ann}")).await;
+    assert_eq!(log.len(), 2, "only the requests made with the log on: {log:?}");
+    let (get, post) = (&log[0], &log[1]);
+    assert_eq!((get.method.as_str(), get.status), ("GET", 200));
+    assert_eq!(
+        serde_json::from_str::<Value>(&get.response_body).unwrap(),
+        serde_json::from_str::<Value>(&logged.2).unwrap()
+    );
+    assert_eq!(post.method, "POST");
+    assert_eq!(post.path, format!("/scim/v2/{}/Users", w.dir_id));
+    assert_eq!(post.status, 201);
+    assert_eq!(post.directory_id, w.dir_id);
+    assert!(post.time.is_some() && post.duration_ms >= 0.0);
+    assert!(!post.request_body.contains("hunter2"), "{}", post.request_body);
+    let sent: Value = serde_json::from_str(&post.request_body).unwrap();
+    assert_eq!(sent["password"], "[redacted]");
+    assert_eq!(sent["userName"], "bob@acme.io");
+    assert!(!post.request_body_truncated && !post.response_body_truncated);
+    assert_eq!(serde_json::from_str::<Value>(&post.response_body).unwrap(), created);
+    assert!(!post.request_headers.contains_key("authorization"), "{:?}", post.request_headers);
+    assert!(post.request_headers.values().all(|v| !v.contains(&w.scim.token)));
+    assert_eq!(post.request_headers.get("content-type").map(String::as_str), Some("application/scim+json"));
+
+    // Off again: nothing more is kept.
+    assert_eq!(set_scim_log_days(&w, 0).await.scim_log_days, 0);
+    raw_get(&w.scim, "/Users?count=1").await;
+    set_scim_log_days(&w, 7).await;
+    raw_get(&w.scim, "/Groups").await;
+    let log = until_logged(&w, "/Groups").await;
+    assert_eq!(log.len(), 3, "{log:?}");
+    assert!(log.iter().all(|r| !r.path.contains("count=1")));
+
+    // Only SCIM directories log, and only for a bounded time.
+    let err = w
+        .directory
+        .clone()
+        .update_directory(dpb::UpdateDirectoryRequest {
+            id: w.dir_id.clone(),
+            scim_log_days: Some(365),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(muster_runtime::status::rule_of(&err).as_deref(), Some("scim_log_days_out_of_range"));
     w.stop().await;
 }

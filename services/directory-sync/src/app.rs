@@ -14,6 +14,7 @@ use rand::RngCore;
 use crate::domain::brake::Brake;
 use crate::domain::directory::{Directory, Kind, State, check_interval, clean_config, clean_name};
 use crate::domain::run::{ItemKind, RunItem, RunState, SyncRun, Trigger};
+use crate::domain::scim_log::check_scim_log_days;
 use crate::engine::{Decided, Engine, Scope};
 use crate::error::SyncError;
 use crate::pull::{CheckAnswer, Puller};
@@ -146,10 +147,12 @@ impl DirectorySync {
         raw_config: &str,
         interval: u32,
         brake: Brake,
+        scim_log_days: u32,
     ) -> Result<(Directory, Option<String>), SyncError> {
         let display_name = clean_name(raw_name)?;
         let config_json = clean_config(raw_config)?;
         check_interval(kind, interval)?;
+        check_scim_log_days(kind, scim_log_days)?;
         if kind != Kind::Scim {
             self.puller()?.validate(kind, &config_json)?;
         }
@@ -167,6 +170,7 @@ impl DirectorySync {
                 sync_interval_secs: interval,
                 brake,
                 scim_token_hash: token.as_deref().map(|t| TokenHash::of(t).to_hex()),
+                scim_log_days,
             })
             .await?;
         tracing::info!(directory = %d.id, parent = parent_id, kind = kind.name(), "directory created");
@@ -192,8 +196,12 @@ impl DirectorySync {
         config: Option<&str>,
         interval: Option<u32>,
         brake: Option<Brake>,
+        scim_log_days: Option<u32>,
     ) -> Result<Directory, SyncError> {
         let current = self.get(id).await?;
+        if let Some(days) = scim_log_days {
+            check_scim_log_days(current.kind, days)?;
+        }
         if let (Some(c), true) = (config, current.kind != Kind::Scim) {
             self.puller()?.validate(current.kind, &clean_config(c)?)?;
         }
@@ -208,6 +216,7 @@ impl DirectorySync {
                 None => None,
             },
             brake,
+            scim_log_days,
         };
         self.store().update_directory(id, patch).await
     }

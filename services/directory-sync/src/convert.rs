@@ -9,7 +9,7 @@ use crate::domain::brake::Brake;
 use crate::domain::directory::{Directory, Kind, State};
 use crate::domain::run::{Counts, RunState, SyncRun, Trigger};
 use crate::error::SyncError;
-use crate::store::{DirEvent, MirrorGroup, MirrorUser};
+use crate::store::{DirEvent, MirrorGroup, MirrorUser, ScimRequestRow};
 
 /// A proto timestamp.
 pub fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
@@ -69,6 +69,27 @@ pub fn directory_pb(d: Directory, scim_base_url: String) -> pb::Directory {
         scim_base_url,
         create_time: Some(ts(d.created_at)),
         update_time: Some(ts(d.updated_at)),
+        scim_log_days: d.scim_log_days,
+    }
+}
+
+/// A logged SCIM exchange for the wire.
+pub fn scim_request_pb(r: ScimRequestRow) -> pb::ScimRequestLog {
+    let request_headers: std::collections::HashMap<String, String> =
+        serde_json::from_str(&r.request_headers).unwrap_or_default();
+    pb::ScimRequestLog {
+        id: r.id,
+        directory_id: r.directory_id,
+        time: Some(ts(r.received_at.and_utc())),
+        method: r.method,
+        path: r.path,
+        request_headers,
+        request_body: r.request_body,
+        request_body_truncated: r.request_truncated,
+        status: u32::try_from(r.status).unwrap_or(0),
+        response_body: r.response_body,
+        response_body_truncated: r.response_truncated,
+        duration_ms: r.duration_us as f64 / 1000.0,
     }
 }
 

@@ -46,7 +46,15 @@ impl DirectoryService for DirectoryGrpc {
         let brake = convert::brake(r.brake.as_ref())?;
         let (d, token) = self
             .app
-            .create(&r.parent_id, kind, &r.display_name, &r.config_json, r.sync_interval_seconds, brake)
+            .create(
+                &r.parent_id,
+                kind,
+                &r.display_name,
+                &r.config_json,
+                r.sync_interval_seconds,
+                brake,
+                r.scim_log_days,
+            )
             .await?;
         Ok(Response::new(pb::CreateDirectoryResponse {
             directory: Some(self.dir_pb(d)),
@@ -78,7 +86,14 @@ impl DirectoryService for DirectoryGrpc {
         let brake = r.brake.as_ref().map(|b| convert::brake(Some(b))).transpose()?;
         let d = self
             .app
-            .update(&r.id, r.display_name.as_deref(), r.config_json.as_deref(), r.sync_interval_seconds, brake)
+            .update(
+                &r.id,
+                r.display_name.as_deref(),
+                r.config_json.as_deref(),
+                r.sync_interval_seconds,
+                brake,
+                r.scim_log_days,
+            )
             .await?;
         Ok(Response::new(self.dir_pb(d)))
     }
@@ -301,6 +316,18 @@ impl DirectoryService for DirectoryGrpc {
             }
         });
         Ok(Response::new(stream))
+    }
+
+    async fn list_scim_requests(
+        &self,
+        r: Request<pb::ListScimRequestsRequest>,
+    ) -> Result<Response<pb::ListScimRequestsResponse>, Status> {
+        let r = r.into_inner();
+        let page = self.app.scim_requests(&r.directory_id, r.page_size, &r.page_token).await?;
+        Ok(Response::new(pb::ListScimRequestsResponse {
+            requests: page.items.into_iter().map(convert::scim_request_pb).collect(),
+            next_page_token: page.next_after.unwrap_or_default(),
+        }))
     }
 }
 

@@ -1,7 +1,8 @@
 //! The HTTP front: the SCIM connector's router mounted at `/scim/v2/{directory_id}`,
 //! one base URL and one bearer token per directory. Tokens are checked by the router
 //! through the store (hash lookup, constant-time compare); a token of one directory
-//! never reaches another's data.
+//! never reaches another's data. Directories that turned their SCIM request log on
+//! have each exchange recorded by [`crate::scim_log::record`] around that router.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,14 +10,21 @@ use std::sync::Arc;
 use axum::Router;
 use muster_scim::ScimConfig;
 
+use crate::scim_log::ScimLog;
 use crate::store::DieselStore;
 
 /// The path SCIM directories are served under.
 pub const SCIM_PREFIX: &str = "/scim/v2/{directory_id}";
 
 /// The HTTP router of directory-sync.
-pub fn router(store: DieselStore, config: ScimConfig) -> Router {
-    Router::new().nest(SCIM_PREFIX, muster_scim::router(Arc::new(store), config))
+pub fn router(store: DieselStore, config: ScimConfig, log: ScimLog) -> Router {
+    Router::new()
+        .nest(SCIM_PREFIX, muster_scim::router(Arc::new(store), config))
+        // Outermost, so it sees the request exactly as the IdP sent it (full path and
+        // query, every header) and the answer exactly as the IdP gets it, including the
+        // SCIM router's own refusals (401, 404, 413). For directories with the log off
+        // it is one cached lookup and a pass-through.
+        .layer(axum::middleware::from_fn_with_state(log, crate::scim_log::record))
 }
 
 /// Serves `router` on `listener` until `shutdown` completes.

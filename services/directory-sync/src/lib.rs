@@ -15,6 +15,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod pull;
+pub mod scim_log;
 pub mod store;
 pub mod upstream;
 pub mod worker;
@@ -360,8 +361,17 @@ async fn run_inner(
 
     let scim_config =
         muster_scim::ScimConfig { base_url, max_body_bytes: config.http.max_body_bytes, ..Default::default() };
+    let log_dropped = prometheus_client::metrics::counter::Counter::<u64>::default();
+    metrics.with_registry(|r| {
+        r.register(
+            "directory_scim_log_dropped",
+            "SCIM request log entries dropped (writer behind or database failing); the IdP's answers were not affected",
+            log_dropped.clone(),
+        )
+    });
+    let (scim_log, log_writer) = scim_log::ScimLog::start(store.clone(), config.http.max_body_bytes, log_dropped);
     let http_task =
-        tokio::spawn(http::serve(listeners.http, http::router(store, scim_config), stopped(stop_rx.clone())));
+        tokio::spawn(http::serve(listeners.http, http::router(store, scim_config, scim_log), stopped(stop_rx.clone())));
     tracing::info!(addr = %http_addr, "scim listening");
 
     let server = DirectoryServiceServer::new(DirectoryGrpc::new(app))
@@ -384,6 +394,10 @@ async fn run_inner(
     let _ = worker.await;
     let _ = pulls.await;
     let http_result = http_task.await.map_err(|e| StartError::Config(format!("http task: {e}")))?;
+    // The router is gone, so the writer ends once what was sent is written.
+    if tokio::time::timeout(Duration::from_secs(5), log_writer).await.is_err() {
+        tracing::warn!("scim request log writer did not finish; its last entries may be lost");
+    }
     served?;
     http_result?;
     Ok(())

@@ -1,5 +1,5 @@
 //! The background work of directory-sync: draining the reconcile queue into push runs,
-//! noticing settings changes in policy, and pruning old events.
+//! noticing settings changes in policy, and pruning old events and SCIM request logs.
 //!
 //! Settings changes are noticed by polling: every `settings_poll` the worker reads the
 //! settings version of each org of each active directory's parent, and when it differs
@@ -81,6 +81,12 @@ pub async fn run_worker(
                 Ok(n) if n > 0 => tracing::info!(deleted = n, "old directory events pruned"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "event pruning failed"),
+            }
+            // Each directory keeps its SCIM request log its own scim_log_days.
+            match engine.store.prune_scim_requests(chrono::Utc::now()).await {
+                Ok(n) if n > 0 => tracing::info!(deleted = n, "old scim request log entries pruned"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "scim request log pruning failed"),
             }
             next_prune = tokio::time::Instant::now() + Duration::from_secs(3600);
         }

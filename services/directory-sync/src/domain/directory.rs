@@ -95,6 +95,8 @@ pub struct Directory {
     pub state: State,
     /// Last reconcile error ("" when the last attempt succeeded).
     pub last_error: String,
+    /// Days the SCIM request log is kept; 0 = the log is off.
+    pub scim_log_days: u32,
     /// Created.
     pub created_at: chrono::DateTime<chrono::Utc>,
     /// Last changed.

@@ -40,12 +40,19 @@ pub struct DieselStore {
     pub(crate) db: Db,
     pub(crate) queue_tx: watch::Sender<u64>,
     pub(crate) events_tx: watch::Sender<u64>,
+    /// Which directories log SCIM requests, cached for the HTTP front.
+    pub(crate) scim_log: super::ScimLogSwitch,
 }
 
 impl DieselStore {
     /// A store over `db` (migrated by `serve`).
     pub fn new(db: Db) -> Self {
-        Self { db, queue_tx: watch::channel(0).0, events_tx: watch::channel(0).0 }
+        Self {
+            db,
+            queue_tx: watch::channel(0).0,
+            events_tx: watch::channel(0).0,
+            scim_log: super::ScimLogSwitch::default(),
+        }
     }
 
     /// Wakes when the reconcile queue may have grown.
@@ -100,6 +107,7 @@ struct DirectoryRow {
     last_error: String,
     created_at: NaiveDateTime,
     updated_at: NaiveDateTime,
+    scim_log_days: i32,
 }
 
 impl TryFrom<DirectoryRow> for Directory {
@@ -114,6 +122,7 @@ impl TryFrom<DirectoryRow> for Directory {
                 min_removals: u32::try_from(r.brake_min).map_err(|_| corrupt("brake"))?,
             },
             sync_interval_secs: u32::try_from(r.sync_interval_secs).map_err(|_| corrupt("interval"))?,
+            scim_log_days: u32::try_from(r.scim_log_days).map_err(|_| corrupt("scim_log_days"))?,
             id: r.id,
             parent_id: r.parent_id,
             display_name: r.display_name,
@@ -395,6 +404,7 @@ impl SyncStore for DieselStore {
                     last_error: String::new(),
                     created_at: at,
                     updated_at: at,
+                    scim_log_days: i32::try_from(d.scim_log_days).unwrap_or(i32::MAX),
                 };
                 diesel::insert_into(directories::table).values(&row).execute(conn)?;
                 row.try_into()
@@ -431,7 +441,11 @@ impl SyncStore for DieselStore {
 
     async fn update_directory(&self, id: &str, patch: DirectoryPatch) -> Result<Directory, SyncError> {
         let id = id.to_string();
-        self.db
+        // The SCIM log switch may have changed: this replica sees it on the next request.
+        self.scim_log.forget(&id);
+        let forget = (self.scim_log.clone(), id.clone());
+        let result = self
+            .db
             .write(move |conn| {
                 let mut d = load_directory(conn, &id)?;
                 if let Some(n) = patch.display_name {
@@ -446,6 +460,9 @@ impl SyncStore for DieselStore {
                 if let Some(b) = patch.brake {
                     d.brake = b;
                 }
+                if let Some(days) = patch.scim_log_days {
+                    d.scim_log_days = days;
+                }
                 diesel::update(directories::table.find(&id))
                     .set((
                         directories::display_name.eq(&d.display_name),
@@ -453,12 +470,16 @@ impl SyncStore for DieselStore {
                         directories::sync_interval_secs.eq(i64::from(d.sync_interval_secs)),
                         directories::brake_percent.eq(i32::try_from(d.brake.max_percent).unwrap_or(i32::MAX)),
                         directories::brake_min.eq(i32::try_from(d.brake.min_removals).unwrap_or(i32::MAX)),
+                        directories::scim_log_days.eq(i32::try_from(d.scim_log_days).unwrap_or(i32::MAX)),
                         directories::updated_at.eq(now()),
                     ))
                     .execute(conn)?;
                 load_directory(conn, &id)
             })
-            .await
+            .await;
+        // Again after the commit: a request meanwhile may have cached the old value.
+        forget.0.forget(&forget.1);
+        result
     }
 
     async fn set_state(&self, id: &str, state: State) -> Result<Directory, SyncError> {

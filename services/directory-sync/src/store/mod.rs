@@ -6,10 +6,12 @@
 mod diesel_store;
 mod pull_store;
 pub mod schema;
+mod scim_log_store;
 mod scim_store;
 
 pub use diesel_store::DieselStore;
 pub use pull_store::{PagePass, PullState, PullWrite};
+pub use scim_log_store::{ScimLogSwitch, ScimRequestRow};
 
 use std::collections::{HashMap, HashSet};
 
@@ -47,6 +49,8 @@ pub struct NewDirectory {
     pub brake: Brake,
     /// SCIM token hash (hex), for SCIM directories.
     pub scim_token_hash: Option<String>,
+    /// Days the SCIM request log is kept (0 = off).
+    pub scim_log_days: u32,
 }
 
 /// Fields an update replaces.
@@ -60,6 +64,8 @@ pub struct DirectoryPatch {
     pub sync_interval_secs: Option<u32>,
     /// New brake.
     pub brake: Option<Brake>,
+    /// New SCIM request log retention (0 = off).
+    pub scim_log_days: Option<u32>,
 }
 
 /// A mirrored user, as the engine and the API read it.

@@ -15,6 +15,7 @@ diesel::table! {
         last_error -> Text,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        scim_log_days -> Integer,
     }
 }
 
@@ -150,6 +151,23 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    scim_requests (id) {
+        id -> Text,
+        directory_id -> Text,
+        received_at -> Timestamp,
+        method -> Text,
+        path -> Text,
+        request_headers -> Text,
+        request_body -> Text,
+        request_truncated -> Bool,
+        status -> Integer,
+        response_body -> Text,
+        response_truncated -> Bool,
+        duration_us -> BigInt,
+    }
+}
+
 diesel::joinable!(dir_members -> dir_groups (group_id));
 diesel::allow_tables_to_appear_in_same_query!(
     directories,
@@ -162,5 +180,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     sync_runs,
     run_items,
     org_watch,
-    pull_state
+    pull_state,
+    scim_requests
 );

@@ -103,6 +103,9 @@ pub enum DirectoryCmd {
         /// Brake: fewer removals than this never hold a run.
         #[arg(long)]
         brake_min: Option<u32>,
+        /// SCIM: keep a log of raw SCIM requests (secrets stripped) this many days; 0 = off.
+        #[arg(long, default_value_t = 0)]
+        scim_log_days: u32,
     },
     /// List directories.
     List {
@@ -147,6 +150,18 @@ pub enum DirectoryCmd {
         /// Follow the run with a progress bar until it ends.
         #[arg(long)]
         wait: bool,
+    },
+    /// A SCIM directory's logged SCIM requests, newest first (`--json` adds headers and
+    /// bodies); `--set-days N` turns the log on for N days, 0 turns it off.
+    ScimLog {
+        /// The directory.
+        id: String,
+        /// Show at most this many requests.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Keep the log this many days (1 to 90), or 0 to turn it off, instead of listing.
+        #[arg(long)]
+        set_days: Option<u32>,
     },
     /// A directory's runs, newest first.
     Runs {
@@ -230,8 +245,19 @@ fn directory_json(d: &pb::Directory) -> Value {
     json!({
         "id": d.id, "parent_id": d.parent_id, "kind": kind_name(d.kind), "name": d.display_name,
         "state": state_name(d.state), "scim_base_url": d.scim_base_url, "config": d.config_json,
-        "sync_interval_seconds": d.sync_interval_seconds,
+        "sync_interval_seconds": d.sync_interval_seconds, "scim_log_days": d.scim_log_days,
         "brake": {"max_removal_percent": brake.max_removal_percent, "min_removals": brake.min_removals},
+    })
+}
+
+fn scim_request_json(r: &pb::ScimRequestLog) -> Value {
+    let headers: serde_json::Map<String, Value> =
+        r.request_headers.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    json!({
+        "id": r.id, "directory_id": r.directory_id, "time": ts(&r.time), "method": r.method, "path": r.path,
+        "status": r.status, "duration_ms": r.duration_ms, "request_headers": headers,
+        "request_body": r.request_body, "request_body_truncated": r.request_body_truncated,
+        "response_body": r.response_body, "response_body_truncated": r.response_body_truncated,
     })
 }
 
@@ -355,7 +381,7 @@ fn connector_config(arg: &str) -> anyhow::Result<String> {
 pub async fn directory(conn: &Connection, out: Output, cmd: DirectoryCmd) -> anyhow::Result<()> {
     let mut d = conn.directory()?;
     match cmd {
-        DirectoryCmd::Create { parent, kind, name, config, interval, brake_percent, brake_min } => {
+        DirectoryCmd::Create { parent, kind, name, config, interval, brake_percent, brake_min, scim_log_days } => {
             let config = connector_config(&config)?;
             let r = d
                 .create_directory(pb::CreateDirectoryRequest {
@@ -365,6 +391,7 @@ pub async fn directory(conn: &Connection, out: Output, cmd: DirectoryCmd) -> any
                     config_json: config,
                     sync_interval_seconds: interval,
                     brake: Some(pb::BrakeSettings { max_removal_percent: brake_percent, min_removals: brake_min }),
+                    scim_log_days,
                 })
                 .await?
                 .into_inner();
@@ -444,6 +471,9 @@ pub async fn directory(conn: &Connection, out: Output, cmd: DirectoryCmd) -> any
                     brake.max_removal_percent.unwrap_or(10),
                     brake.min_removals.unwrap_or(10)
                 );
+                if dir.scim_log_days > 0 {
+                    text.push_str(&format!("\n  scim log    kept {} days (`muster directory scim-log {}`)", dir.scim_log_days, dir.id));
+                }
                 if !s.last_error.is_empty() {
                     text.push_str(&format!("\n  last error  {}", s.last_error));
                 }
@@ -523,6 +553,59 @@ pub async fn directory(conn: &Connection, out: Output, cmd: DirectoryCmd) -> any
                         run_state(r.state),
                         ts(&r.start_time),
                         counts_line(&r.counts),
+                    ]);
+                }
+                t.render()
+            });
+        }
+        DirectoryCmd::ScimLog { id, limit, set_days } => {
+            if let Some(days) = set_days {
+                let dir = d
+                    .update_directory(pb::UpdateDirectoryRequest {
+                        id,
+                        scim_log_days: Some(days),
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                out.print(directory_json(&dir), || match dir.scim_log_days {
+                    0 => format!("directory {}: scim request log off (what it kept goes at the next prune)", dir.id),
+                    n => format!("directory {}: scim requests logged, kept {n} days (secrets stripped)", dir.id),
+                });
+                return Ok(());
+            }
+            let mut all = Vec::new();
+            let mut token = String::new();
+            while all.len() < limit {
+                let page = d
+                    .list_scim_requests(pb::ListScimRequestsRequest {
+                        directory_id: id.clone(),
+                        page_size: i32::try_from(limit - all.len()).unwrap_or(1000).min(1000),
+                        page_token: token,
+                    })
+                    .await?
+                    .into_inner();
+                all.extend(page.requests);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                token = page.next_page_token;
+            }
+            out.print(json!(all.iter().map(scim_request_json).collect::<Vec<_>>()), || {
+                if all.is_empty() {
+                    return format!(
+                        "no SCIM requests logged for {id} (the log is off unless `muster directory scim-log {id} --set-days N`)"
+                    );
+                }
+                let mut t = Table::new(&["time", "method", "path", "status", "duration"]);
+                for r in &all {
+                    t.row(vec![
+                        ts(&r.time),
+                        r.method.clone(),
+                        // The directory's base URL is the same on every row.
+                        r.path.strip_prefix(&format!("/scim/v2/{}", r.directory_id)).unwrap_or(&r.path).to_string(),
+                        r.status.to_string(),
+                        format!("{:.1} ms", r.duration_ms),
                     ]);
                 }
                 t.render()

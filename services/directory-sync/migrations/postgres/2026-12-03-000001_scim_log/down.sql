@@ -1,0 +1,2 @@
+DROP TABLE scim_requests;
+ALTER TABLE directories DROP COLUMN scim_log_days;
