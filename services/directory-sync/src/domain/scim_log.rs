@@ -95,35 +95,47 @@ fn is_password_name(s: &str) -> bool {
 }
 
 /// Replaces, at any depth, the value of every attribute named `password` (any case),
-/// and the `value` of a SCIM PATCH operation whose `path` is `password`.
-pub fn redact_json(v: &mut Value) {
+/// and the `value` of a SCIM PATCH operation whose `path` is `password`. True if it
+/// replaced anything.
+pub fn redact_json(v: &mut Value) -> bool {
+    let mut changed = false;
     match v {
         Value::Object(m) => {
             let patch_of_password = m.get("path").and_then(Value::as_str).is_some_and(is_password_name);
             for (k, child) in m.iter_mut() {
                 if k.eq_ignore_ascii_case("password") || (patch_of_password && k.eq_ignore_ascii_case("value")) {
                     *child = Value::String(REDACTED.into());
+                    changed = true;
                 } else {
-                    redact_json(child);
+                    changed |= redact_json(child);
                 }
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(redact_json),
+        Value::Array(items) => {
+            for item in items {
+                changed |= redact_json(item);
+            }
+        }
         _ => {}
     }
+    changed
 }
 
-/// A body as stored: JSON with passwords redacted, then cut to `cap` bytes (on a
-/// character boundary). Returns the text and whether it was cut. A body that is not
-/// JSON but mentions a password is replaced whole: it cannot be redacted safely.
+/// A body as stored: as sent, or, when it held a password, the JSON re-serialized with
+/// passwords redacted; then cut to `cap` bytes (on a character boundary). Returns the
+/// text and whether it was cut. A body that is not JSON but mentions a password is
+/// replaced whole: it cannot be redacted safely.
 pub fn capture_body(raw: &[u8], cap: usize) -> (String, bool) {
     if raw.is_empty() {
         return (String::new(), false);
     }
     let text = match serde_json::from_slice::<Value>(raw) {
         Ok(mut v) => {
-            redact_json(&mut v);
-            v.to_string()
+            if redact_json(&mut v) {
+                v.to_string()
+            } else {
+                String::from_utf8_lossy(raw).into_owned()
+            }
         }
         Err(_) => {
             let text = String::from_utf8_lossy(raw);
@@ -177,7 +189,7 @@ mod tests {
                 {"op": "replace", "path": "active", "value": true}
             ]
         });
-        redact_json(&mut v);
+        assert!(redact_json(&mut v));
         let text = v.to_string();
         for secret in ["hunter2", "\"x\"", "\"y\"", "\"z\"", "\"w\"", "\"v\""] {
             assert!(!text.contains(secret), "{secret} left in {text}");
@@ -198,6 +210,9 @@ mod tests {
         let (text, _) = capture_body(b"password=hunter2", BODY_CAP);
         assert!(!text.contains("hunter2"));
         assert_eq!(capture_body(b"not json", BODY_CAP), ("not json".into(), false));
+        // Without a password the body is kept byte for byte (key order, spacing).
+        let raw = br#"{ "z": 1, "a": {"b": [true]} }"#;
+        assert_eq!(capture_body(raw, BODY_CAP), (String::from_utf8_lossy(raw).into_owned(), false));
 
         let members: Vec<_> =
             (0..1000).map(|i| json!({"value": format!("member-{i:04}-{}", "x".repeat(80))})).collect();
