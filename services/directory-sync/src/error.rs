@@ -122,15 +122,7 @@ impl From<SyncError> for tonic::Status {
                 status.clone()
             }
             SyncError::ShuttingDown => tonic::Status::unavailable("shutting down; retry"),
-            SyncError::Db(db) if db.is_unavailable() => {
-                tracing::warn!(error = %db, "database unavailable");
-                tonic::Status::unavailable("database unavailable; retry")
-            }
-            SyncError::Db(db) => {
-                // The cause is logged here, never returned: it may name tables or values.
-                tracing::error!(error = %db, "database error");
-                tonic::Status::internal("internal database error")
-            }
+            SyncError::Db(db) => muster_runtime::status::db_status(db),
             SyncError::Corrupt(message) => {
                 tracing::error!(error = %message, "corrupt stored data");
                 tonic::Status::internal("stored data is unreadable")

@@ -190,12 +190,9 @@ impl Default for DirectorySyncConfig {
 /// Why directory-sync could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// Tokens are misconfigured.
+    /// Caller tokens are misconfigured.
     #[error(transparent)]
-    Auth(#[from] muster_runtime::auth::BadTokenHash),
-    /// No tokens: nobody could call the service.
-    #[error("auth.token_sha256 is empty: configure at least one caller token (see `muster token`)")]
-    NoTokens,
+    Tokens(#[from] muster_runtime::auth::TokenConfigError),
     /// An upstream is misconfigured.
     #[error(transparent)]
     Client(#[from] muster_runtime::client::ClientError),
@@ -216,21 +213,8 @@ pub enum StartError {
     Http(#[from] std::io::Error),
 }
 
-const SQLITE_MIGRATIONS: diesel_migrations::EmbeddedMigrations =
-    diesel_migrations::embed_migrations!("migrations/sqlite");
-const POSTGRES_MIGRATIONS: diesel_migrations::EmbeddedMigrations =
-    diesel_migrations::embed_migrations!("migrations/postgres");
-
-fn sqlite_migrations() -> diesel_migrations::EmbeddedMigrations {
-    SQLITE_MIGRATIONS
-}
-
-fn postgres_migrations() -> diesel_migrations::EmbeddedMigrations {
-    POSTGRES_MIGRATIONS
-}
-
 /// Directory-sync's migrations, per backend.
-pub const MIGRATIONS: Migrations = Migrations { sqlite: sqlite_migrations, postgres: postgres_migrations };
+pub const MIGRATIONS: Migrations = muster_runtime::service_migrations!();
 
 /// The two ports directory-sync serves on, already bound.
 #[derive(Debug)]
@@ -284,20 +268,14 @@ async fn run_inner(
     upstreams: Arc<dyn Upstreams>,
     clock: Arc<dyn muster_connector::Clock>,
 ) -> Result<(), StartError> {
-    let tokens = TokenSet::from_hex_hashes(&config.auth.token_sha256)?;
-    if tokens.is_empty() {
-        return Err(StartError::NoTokens);
-    }
+    let tokens = TokenSet::from_config(&config.auth)?;
     if !(1..=10_000).contains(&config.sync.batch_size) {
         return Err(StartError::Config("sync.batch_size must be 1 to 10000".into()));
     }
     if config.sync.event_retention_days < 30 {
         return Err(StartError::Config("sync.event_retention_days must be at least 30".into()));
     }
-    let database = config.database.clone();
-    let db = tokio::task::spawn_blocking(move || Db::connect(database.url.expose(), database.max_connections))
-        .await
-        .map_err(|_| muster_runtime::DbError::Cancelled)??;
+    let db = Db::open(&config.database).await?;
     // Migrate before the SCIM port or the worker touch the database; serve() then
     // finds nothing pending and reports SERVING.
     db.migrate(MIGRATIONS).await?;
@@ -383,12 +361,7 @@ async fn run_inner(
         db,
         migrations: MIGRATIONS,
     };
-    let options = ServeOptions {
-        tokens,
-        request_timeout: config.listen.request_timeout(),
-        metrics,
-        shutdown_grace: config.listen.shutdown_grace(),
-    };
+    let options = ServeOptions::new(&config.listen, tokens, metrics);
     let served =
         muster_runtime::serve(listeners.grpc, muster_runtime::Stopping::new(stopped(stop_rx)), spec, options).await;
     let _ = worker.await;
