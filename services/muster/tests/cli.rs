@@ -1,0 +1,132 @@
+//! The binary as a person uses it: `muster up` on a fresh data directory, then the
+//! README tour's commands against it, then SIGTERM for a graceful stop.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+// Ports below the ephemeral range, away from the defaults and from the CI
+// compliance run's 27xxx.
+const POLICY: &str = "127.0.0.1:26051";
+const MEMBERSHIP: &str = "127.0.0.1:26052";
+const DIRECTORY: &str = "127.0.0.1:26053";
+const SCIM: &str = "127.0.0.1:26080";
+
+struct Up {
+    child: Child,
+    data: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Up {
+    fn start() -> (Self, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_muster"))
+            .args(["up", "--data-dir"])
+            .arg(&data)
+            .args(["--policy-addr", POLICY, "--membership-addr", MEMBERSHIP, "--directory-addr", DIRECTORY])
+            .args(["--scim-addr", SCIM, "--metrics-addr", ""])
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut lines = Vec::new();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(120)) {
+                Ok(line) => {
+                    let done = line.starts_with("Ctrl-C stops");
+                    lines.push(line);
+                    if done {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    panic!("muster up did not finish starting ({e}): {lines:#?}");
+                }
+            }
+        }
+        (Self { child, data, _dir: dir }, lines)
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_muster"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.data)
+            .env("MUSTER_POLICY_URL", format!("http://{POLICY}"))
+            .env("MUSTER_MEMBERSHIP_URL", format!("http://{MEMBERSHIP}"))
+            .env("MUSTER_DIRECTORY_URL", format!("http://{DIRECTORY}"))
+            .env_remove("MUSTER_TOKEN")
+            .output()
+            .unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.run(&all);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "muster up exits cleanly on SIGTERM: {status}");
+    }
+}
+
+#[test]
+fn the_readme_tour_works() {
+    let (up, banner) = Up::start();
+    let org_line = banner.iter().find(|l| l.contains("\"Acme Enterprise\"")).expect("the demo org is announced");
+    let org = org_line.rsplit('(').next().unwrap().trim_end_matches(')').to_string();
+
+    let orgs = up.json(&["orgs", "list"]);
+    assert_eq!(orgs.as_array().unwrap().len(), 2, "the jit and the scim demo orgs: {orgs}");
+
+    let decision = up.json(&["decide", "--org", &org, "--group", "acme-admins", "--group", "acme-engineering"]);
+    assert_eq!(decision["role"], "Admin");
+    assert_eq!(decision["seat_tier"], "Premium");
+
+    let login = up.json(&["login", "--org", &org, "--email", "ada@acme.test", "--group", "acme-owners"]);
+    assert_eq!(login["allowed"], true, "{login}");
+    assert_eq!(login["member"]["role"], "Owner");
+
+    let members = up.json(&["members", "list", &org]);
+    assert_eq!(members[0]["email"], "ada@acme.test");
+
+    // A rule broken is one clear sentence with the rule named, and a failing exit code.
+    let refused = up.run(&["settings", "set-mode", &org, "manual"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.starts_with("error: ") && stderr.contains("agm_requires_jit_or_scim"), "{stderr}");
+
+    // Without the admin token nothing is answered.
+    let anonymous = Command::new(env!("CARGO_BIN_EXE_muster"))
+        .args(["orgs", "list", "--token", "mst_wrong"])
+        .env("MUSTER_POLICY_URL", format!("http://{POLICY}"))
+        .output()
+        .unwrap();
+    assert!(!anonymous.status.success());
+    assert!(String::from_utf8_lossy(&anonymous.stderr).contains("not authenticated"));
+
+    up.stop();
+}
