@@ -7,6 +7,13 @@
 //! client credentials, by secret or by certificate (an RS256 client
 //! assertion), against a configurable authority for national clouds.
 //! Throttling (429 with `Retry-After`) is obeyed exactly by the core client.
+//!
+//! With [`EntraScope::App`] the connector pulls only the users and groups
+//! assigned to one enterprise application (its service principal's
+//! `appRoleAssignedTo`), assigned groups expanded to their direct user
+//! members. Graph has no change feed for that, so every app-scope pull is a
+//! full listing (`Resume` answers `ResyncRequired`) and the sink's sweep
+//! removes whoever was unassigned.
 
 /// The fake server of this crate's tests (`tests/fake`), compiled in for other
 /// crates' end-to-end tests with the `fake` feature. The file stays where the
@@ -15,6 +22,7 @@
 #[path = "../tests/fake/mod.rs"]
 pub mod testing;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +45,12 @@ pub const USER_SELECT: &str = "id,userPrincipalName,mail,givenName,surname,displ
 pub const GROUP_SELECT: &str = "id,displayName,description,members";
 /// Application permissions the app registration needs (admin consented).
 pub const ENTRA_PERMISSIONS: [&str; 2] = ["User.Read.All", "GroupMember.Read.All"];
+/// The extra application permission of [`EntraScope::App`]: listing a service
+/// principal's `appRoleAssignedTo` (least privileged per Graph's "List
+/// appRoleAssignments granted for a service principal" page).
+pub const APP_SCOPE_PERMISSION: &str = "Application.Read.All";
+/// The group properties read for an assigned group in app scope.
+pub const APP_GROUP_SELECT: &str = "id,displayName,description";
 
 /// One Entra tenant to pull from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,8 +68,25 @@ pub struct EntraConfig {
     /// `https://graph.microsoft.com` (or `graph.microsoft.us`, `microsoftgraph.chinacloudapi.cn`).
     #[serde(default = "default_graph")]
     pub graph_url: String,
+    /// Which users and groups are pulled; the whole tenant when absent.
+    #[serde(default)]
+    pub scope: EntraScope,
     #[serde(default)]
     pub http: HttpSettings,
+}
+
+/// Which users and groups the connector pulls.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum EntraScope {
+    /// Every user and group of the tenant, by delta queries (incremental).
+    #[default]
+    Tenant,
+    /// The users and groups assigned to one enterprise application: the
+    /// object id of its service principal (not the application/client id).
+    /// Assigned groups are expanded to their direct user members (nested
+    /// groups are not). Every pull is a full listing.
+    App { service_principal_id: String },
 }
 
 fn default_authority() -> String {
@@ -175,6 +206,15 @@ impl EntraConnector {
                 }
             }
         };
+        if let EntraScope::App { service_principal_id } = &config.scope {
+            let ok = !service_principal_id.is_empty()
+                && service_principal_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+            if !ok {
+                return Err(ConnectorError::Config(format!(
+                    "scope.service_principal_id {service_principal_id:?} is not a service principal object id"
+                )));
+            }
+        }
         let api = ApiClient::new(&config.http, clock)?;
         Ok(Self { config, graph, token_url, api, credential, tokens: TokenCache::new(Duration::from_secs(300)) })
     }
@@ -320,6 +360,115 @@ impl EntraConnector {
         url.query_pairs_mut().append_pair("$select", select);
         Ok(url)
     }
+
+    /// One user's profile, with the same `$select` as the delta path; None
+    /// when the user is gone by now.
+    async fn user_profile(&self, id: &str) -> Result<Option<User>, ConnectorError> {
+        match self.get(self.first_round(&format!("/v1.0/users/{id}"), USER_SELECT)?).await {
+            Ok(full) => Ok(graph_user(full)),
+            Err(ConnectorError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The full listing of app scope. Pages through
+    /// `GET /servicePrincipals/{id}/appRoleAssignedTo` (Graph "List
+    /// appRoleAssignments granted for a service principal": items with
+    /// `principalId` and `principalType` `User` | `Group` | `ServicePrincipal`)
+    /// to the end, delivering directly assigned users as it goes; then each
+    /// assigned group (`GET /groups/{id}`) and its direct members (`GET
+    /// /groups/{id}/members`, Graph "List group members", paged by
+    /// `@odata.nextLink`), delivering the user members and their memberships.
+    /// Nested groups and service principals are not people and are skipped.
+    /// Profiles are read one `GET /users/{id}` per in-scope user (no `$batch`):
+    /// simple, throttled by the core client, and each user is read once.
+    async fn app_listing(&self, service_principal: &str, out: &mut PageWriter<'_>) -> Result<(), ConnectorError> {
+        let mut seen_users = BTreeSet::new();
+        // Users whose profile read found them gone: no membership for them.
+        let mut gone_users = BTreeSet::new();
+        let mut groups: Vec<String> = Vec::new();
+        let mut url = self.url(&format!("/v1.0/servicePrincipals/{service_principal}/appRoleAssignedTo"))?;
+        loop {
+            let body = self.get(url).await.map_err(|e| app_scope_error(e, service_principal))?;
+            let mut page = Page::default();
+            for item in body.get("value").and_then(Value::as_array).into_iter().flatten() {
+                let Some(id) = text(item, "principalId") else { continue };
+                match item.get("principalType").and_then(Value::as_str) {
+                    Some("User") if seen_users.insert(id.clone()) => match self.user_profile(&id).await? {
+                        Some(user) => page.users.push(user),
+                        None => {
+                            gone_users.insert(id);
+                        }
+                    },
+                    Some("Group") if !groups.contains(&id) => groups.push(id),
+                    _ => {}
+                }
+            }
+            out.write(page).await?;
+            match odata_next_link(&body) {
+                Some(next) => url = self.same_origin(next)?,
+                None => break,
+            }
+        }
+        for group_id in groups {
+            let group_url = self.first_round(&format!("/v1.0/groups/{group_id}"), APP_GROUP_SELECT)?;
+            let raw = match self.get(group_url).await {
+                Ok(raw) => raw,
+                // Deleted since the assignments were read: not in scope any more.
+                Err(ConnectorError::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let Some(name) = text(&raw, "displayName") else { continue };
+            let description = text(&raw, "description");
+            let mut page =
+                Page { groups: vec![Group { id: group_id.clone(), name, description, raw }], ..Page::default() };
+            let mut url = self.first_round(&format!("/v1.0/groups/{group_id}/members"), "id")?;
+            loop {
+                let body = match self.get(url).await {
+                    Ok(body) => body,
+                    Err(ConnectorError::NotFound(_)) => break,
+                    Err(e) => return Err(e),
+                };
+                for member in body.get("value").and_then(Value::as_array).into_iter().flatten() {
+                    if member["@odata.type"] != "#microsoft.graph.user" {
+                        continue;
+                    }
+                    let Some(user) = text(member, "id") else { continue };
+                    if seen_users.insert(user.clone()) {
+                        match self.user_profile(&user).await? {
+                            Some(profile) => page.users.push(profile),
+                            None => {
+                                gone_users.insert(user.clone());
+                            }
+                        }
+                    }
+                    if gone_users.contains(&user) {
+                        continue;
+                    }
+                    page.memberships.push(MembershipChange::Added(Membership::new(group_id.clone(), user)));
+                }
+                out.write(std::mem::take(&mut page)).await?;
+                match odata_next_link(&body) {
+                    Some(next) => url = self.same_origin(next)?,
+                    None => break,
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An app-scope error naming the service principal and the extra permission.
+fn app_scope_error(error: ConnectorError, service_principal: &str) -> ConnectorError {
+    match error {
+        ConnectorError::NotFound(detail) => {
+            ConnectorError::NotFound(format!("service principal {service_principal} not found: {detail}"))
+        }
+        ConnectorError::Forbidden(detail) => ConnectorError::Forbidden(format!(
+            "{detail}; app scope reads service principal {service_principal} and its appRoleAssignedTo, which needs {APP_SCOPE_PERMISSION}"
+        )),
+        e => e,
+    }
 }
 
 #[async_trait]
@@ -329,7 +478,7 @@ impl PullConnector for EntraConnector {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { incremental: true }
+        Capabilities { incremental: matches!(self.config.scope, EntraScope::Tenant) }
     }
 
     async fn check(&self) -> Result<CheckReport, ConnectorError> {
@@ -340,10 +489,33 @@ impl PullConnector for EntraConnector {
         let mut groups = self.url("/v1.0/groups")?;
         groups.query_pairs_mut().append_pair("$top", "1").append_pair("$select", "id");
         self.get(groups).await?;
+        if let EntraScope::App { service_principal_id: sp } = &self.config.scope {
+            let principal = self.first_round(&format!("/v1.0/servicePrincipals/{sp}"), "id,appId,displayName")?;
+            let body = self.get(principal).await.map_err(|e| app_scope_error(e, sp))?;
+            let mut assigned = self.url(&format!("/v1.0/servicePrincipals/{sp}/appRoleAssignedTo"))?;
+            assigned.query_pairs_mut().append_pair("$top", "1");
+            self.get(assigned).await.map_err(|e| app_scope_error(e, sp))?;
+            let name = text(&body, "displayName").unwrap_or_default();
+            return Ok(CheckReport {
+                summary: format!(
+                    "entra tenant {}: app {name:?} (service principal {sp}) assignments, users and groups readable",
+                    self.config.tenant_id
+                ),
+            });
+        }
         Ok(CheckReport { summary: format!("entra tenant {}: users and groups readable", self.config.tenant_id) })
     }
 
     async fn pull(&self, mode: &PullMode, out: &mut PageWriter<'_>) -> Result<Option<Cursor>, ConnectorError> {
+        if let EntraScope::App { service_principal_id } = &self.config.scope {
+            if let PullMode::Resume { .. } = mode {
+                return Err(ConnectorError::ResyncRequired(
+                    "entra app scope has no change feed: every pull is a full listing".into(),
+                ));
+            }
+            self.app_listing(service_principal_id, out).await?;
+            return Ok(None);
+        }
         let (users_start, groups_start) = match mode {
             PullMode::Refresh => (
                 self.first_round("/v1.0/users/delta", USER_SELECT)?,

@@ -11,6 +11,17 @@
 //!   `syncStateNotFound`, and the client starts over;
 //! - `throttling`: 429 `TooManyRequests` with `Retry-After` in seconds;
 //! - `errors`: `{"error": {"code", "message", "innerError"}}`;
+//! - `serviceprincipal-get`: `GET /v1.0/servicePrincipals/{id}`, 404
+//!   `Request_ResourceNotFound` for an unknown id;
+//! - `serviceprincipal-list-approleassignedto`: `GET
+//!   /v1.0/servicePrincipals/{id}/appRoleAssignedTo`, a collection of
+//!   appRoleAssignment `{"id", "deletedDateTime", "appRoleId",
+//!   "createdDateTime", "principalDisplayName", "principalId",
+//!   "principalType": "User"|"Group"|"ServicePrincipal", "resourceDisplayName",
+//!   "resourceId"}` paged by `@odata.nextLink` (a `$skiptoken`);
+//! - `group-get` and `group-list-members`: `GET /v1.0/groups/{id}` and
+//!   `GET /v1.0/groups/{id}/members`, direct members only, each with its
+//!   `@odata.type` (`#microsoft.graph.user`, ...), paged by `@odata.nextLink`;
 //! - identity platform `v2-oauth2-client-creds-grant-flow` and
 //!   `certificate-credentials`: `POST /{tenant}/oauth2/v2.0/token`, secret or
 //!   RS256 client assertion with `x5t`, errors `{"error", "error_description"}` (AADSTS codes).
@@ -41,6 +52,10 @@ pub const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
 pub const CLIENT_SECRET: &str = "s3cr3t~value";
 pub const THUMBPRINT: &str = "0123456789ABCDEF0123456789ABCDEF01234567";
 pub const RETRY_AFTER_SECS: u64 = 3;
+/// The object id of the fake tenant's one enterprise application (its service principal).
+pub const SERVICE_PRINCIPAL_ID: &str = "77777777-8888-4999-aaaa-bbbbbbbbbbbb";
+/// The app role id Graph uses for "Default Access" (an app without app roles).
+const DEFAULT_ACCESS_ROLE: &str = "00000000-0000-0000-0000-000000000000";
 const PUBLIC_KEY: &str = include_str!("../test-key.pub.pem");
 
 struct FUser {
@@ -74,6 +89,12 @@ struct St {
     fail_after: Option<(usize, Failure)>,
     hidden: bool,
     requests: Vec<String>,
+    /// principal id -> (principalType, assignment id), for the app's appRoleAssignedTo.
+    assignments: BTreeMap<String, (&'static str, String)>,
+    auto_assign_users: bool,
+    auto_assign_groups: bool,
+    /// The app registration lacks `Application.Read.All`: servicePrincipals answer 403.
+    deny_applications: bool,
 }
 
 #[derive(Clone)]
@@ -102,6 +123,10 @@ impl EntraFake {
             fail_after: None,
             hidden: false,
             requests: Vec::new(),
+            assignments: BTreeMap::new(),
+            auto_assign_users: false,
+            auto_assign_groups: false,
+            deny_applications: false,
         }));
         let router = Router::new()
             .route("/{tenant}/oauth2/v2.0/token", post(token))
@@ -110,6 +135,10 @@ impl EntraFake {
             .route("/v1.0/users", get(list_top))
             .route("/v1.0/groups", get(list_top))
             .route("/v1.0/users/{id}", get(get_user))
+            .route("/v1.0/groups/{id}", get(get_group))
+            .route("/v1.0/groups/{id}/members", get(group_members))
+            .route("/v1.0/servicePrincipals/{id}", get(get_service_principal))
+            .route("/v1.0/servicePrincipals/{id}/appRoleAssignedTo", get(app_role_assigned_to))
             .layer(middleware::from_fn_with_state(st.clone(), gate))
             .with_state(st.clone());
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
@@ -118,6 +147,32 @@ impl EntraFake {
 
     pub fn requests(&self) -> Vec<String> {
         self.st.lock().unwrap().requests.clone()
+    }
+
+    /// Assigns a user, a group, or (any other id) a client service principal
+    /// to the app, as `POST /servicePrincipals/{id}/appRoleAssignedTo` would.
+    pub fn assign(&self, principal_id: &str) {
+        let mut s = self.st.lock().unwrap();
+        s.assign(principal_id);
+    }
+
+    /// Removes the principal's assignment to the app.
+    pub fn unassign(&self, principal_id: &str) {
+        self.st.lock().unwrap().assignments.remove(principal_id);
+    }
+
+    /// Takes `Application.Read.All` away: `/servicePrincipals/...` answer 403
+    /// `Authorization_RequestDenied`, as Graph does without the permission.
+    pub fn deny_applications(&self, deny: bool) {
+        self.st.lock().unwrap().deny_applications = deny;
+    }
+
+    /// Assigns every user and/or group created from now on to the app (for
+    /// the conformance kit in app scope).
+    pub fn set_auto_assign(&self, users: bool, groups: bool) {
+        let mut s = self.st.lock().unwrap();
+        s.auto_assign_users = users;
+        s.auto_assign_groups = groups;
     }
 }
 
@@ -229,6 +284,43 @@ async fn token(State(st): State<Shared>, Path(tenant): Path<String>, body: Strin
 }
 
 impl St {
+    fn assign(&mut self, principal_id: &str) {
+        let kind = if self.users.contains_key(principal_id) {
+            "User"
+        } else if self.groups.contains_key(principal_id) {
+            "Group"
+        } else {
+            "ServicePrincipal"
+        };
+        let n = self.assignments.len() + 1;
+        self.assignments
+            .entry(principal_id.to_owned())
+            .or_insert((kind, format!("assignment-{n:04}-of-{principal_id}")));
+    }
+
+    /// A plain (non-delta) collection page: `value` from `offset`, and an
+    /// `@odata.nextLink` with `$skiptoken={offset}` while more remain.
+    fn list_page(&self, path: &str, entity: &str, entries: Vec<Value>, q: &HashMap<String, String>) -> Response {
+        let offset: usize = match q.get("$skiptoken").map(|t| t.parse()) {
+            None => 0,
+            Some(Ok(offset)) => offset,
+            Some(Err(_)) => return graph_error(StatusCode::BAD_REQUEST, "BadRequest", "Invalid $skiptoken."),
+        };
+        let end = (offset + self.page_size.max(1)).min(entries.len());
+        let value: Vec<Value> = entries[offset.min(entries.len())..end].to_vec();
+        let mut body = json!({"@odata.context": format!("{}/v1.0/$metadata#{entity}", self.base), "value": value});
+        if end < entries.len() {
+            let mut url = muster_connector::http::Url::parse(&format!("{}{path}", self.base)).unwrap();
+            url.query_pairs_mut().append_pair("$skiptoken", &end.to_string());
+            body["@odata.nextLink"] = json!(url.as_str());
+        }
+        axum::Json(body).into_response()
+    }
+
+    fn live_group(&self, id: &str) -> Option<&FGroup> {
+        self.groups.get(id).filter(|g| !g.deleted)
+    }
+
     fn user_json(&self, id: &str, u: &FUser) -> Value {
         json!({
             "id": id,
@@ -389,6 +481,117 @@ async fn get_user(State(st): State<Shared>, Path(id): Path<String>) -> Response 
     }
 }
 
+fn not_found(id: &str) -> Response {
+    graph_error(
+        StatusCode::NOT_FOUND,
+        "Request_ResourceNotFound",
+        &format!("Resource '{id}' does not exist or one of its queried reference-property objects are not present."),
+    )
+}
+
+async fn get_group(State(st): State<Shared>, Path(id): Path<String>) -> Response {
+    let s = st.lock().unwrap();
+    match s.live_group(&id) {
+        Some(g) => axum::Json(json!({"id": id, "displayName": g.name, "description": format!("{} group", g.name)}))
+            .into_response(),
+        None => not_found(&id),
+    }
+}
+
+async fn group_members(
+    State(st): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let s = st.lock().unwrap();
+    let Some(g) = s.live_group(&id) else { return not_found(&id) };
+    let members: Vec<Value> = g
+        .members
+        .iter()
+        .filter_map(|uid| {
+            if let Some(u) = s.users.get(uid).filter(|u| !u.deleted) {
+                let mut m = s.user_json(uid, u);
+                m["@odata.type"] = json!("#microsoft.graph.user");
+                Some(m)
+            } else {
+                // A nested group: listed, never expanded (direct members only).
+                s.live_group(uid)
+                    .map(|n| json!({"@odata.type": "#microsoft.graph.group", "id": uid, "displayName": n.name}))
+            }
+        })
+        .collect();
+    s.list_page(&format!("/v1.0/groups/{id}/members"), "directoryObjects", members, &q)
+}
+
+fn denied() -> Response {
+    graph_error(
+        StatusCode::FORBIDDEN,
+        "Authorization_RequestDenied",
+        "Insufficient privileges to complete the operation.",
+    )
+}
+
+async fn get_service_principal(State(st): State<Shared>, Path(id): Path<String>) -> Response {
+    if st.lock().unwrap().deny_applications {
+        return denied();
+    }
+    if id != SERVICE_PRINCIPAL_ID {
+        return not_found(&id);
+    }
+    axum::Json(json!({
+        "id": id,
+        "appId": CLIENT_ID,
+        "displayName": "Muster",
+        "servicePrincipalType": "Application",
+        "accountEnabled": true,
+        "appRoleAssignmentRequired": true,
+    }))
+    .into_response()
+}
+
+async fn app_role_assigned_to(
+    State(st): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let s = st.lock().unwrap();
+    if s.deny_applications {
+        return denied();
+    }
+    if id != SERVICE_PRINCIPAL_ID {
+        return not_found(&id);
+    }
+    let mut entries = Vec::new();
+    if !s.hidden {
+        for (principal, (kind, assignment)) in &s.assignments {
+            // A deleted user or group loses its assignments.
+            let name = match *kind {
+                "User" => s.users.get(principal).filter(|u| !u.deleted).map(|u| format!("{} {}", u.given, u.surname)),
+                "Group" => s.live_group(principal).map(|g| g.name.clone()),
+                _ => Some("client app".to_owned()),
+            };
+            let Some(name) = name else { continue };
+            entries.push(json!({
+                "id": assignment,
+                "deletedDateTime": null,
+                "appRoleId": DEFAULT_ACCESS_ROLE,
+                "createdDateTime": "2026-01-01T00:00:00Z",
+                "principalDisplayName": name,
+                "principalId": principal,
+                "principalType": kind,
+                "resourceDisplayName": "Muster",
+                "resourceId": SERVICE_PRINCIPAL_ID,
+            }));
+        }
+    }
+    s.list_page(
+        &format!("/v1.0/servicePrincipals/{id}/appRoleAssignedTo"),
+        &format!("servicePrincipals('{id}')/appRoleAssignedTo"),
+        entries,
+        &q,
+    )
+}
+
 impl FakeDirectory for EntraFake {
     fn page_size(&self) -> usize {
         self.st.lock().unwrap().page_size
@@ -411,6 +614,9 @@ impl FakeDirectory for EntraFake {
                 deleted: false,
             },
         );
+        if s.auto_assign_users {
+            s.assign(&id);
+        }
         id
     }
 
@@ -451,6 +657,9 @@ impl FakeDirectory for EntraFake {
         let version = s.version;
         s.groups
             .insert(id.clone(), FGroup { name: name.to_owned(), version, deleted: false, members: BTreeSet::new() });
+        if s.auto_assign_groups {
+            s.assign(&id);
+        }
         id
     }
 
