@@ -31,4 +31,5 @@ mod directory;
 mod membership;
 mod policy;
 mod pull;
+mod replicas;
 mod runtime;

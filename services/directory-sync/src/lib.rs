@@ -325,6 +325,7 @@ async fn run_inner(
         idle_poll: Duration::from_millis(config.sync.idle_poll_ms.max(10)),
         settings_poll: Duration::from_millis(config.sync.settings_poll_ms.max(10)),
         event_retention_days: config.sync.event_retention_days,
+        drain_lease: Duration::from_secs(config.pull.lease_secs.max(3)),
     };
     let queue_gauge = prometheus_client::metrics::gauge::Gauge::<i64>::default();
     metrics.with_registry(|r| {

@@ -28,11 +28,18 @@ pub struct WorkerConfig {
     pub settings_poll: Duration,
     /// Events older than this many days are deleted.
     pub event_retention_days: u32,
+    /// How long a replica's claim on draining one directory's queue lasts unless renewed.
+    pub drain_lease: Duration,
 }
 
 impl Default for WorkerConfig {
     fn default() -> Self {
-        Self { idle_poll: Duration::from_secs(2), settings_poll: Duration::from_secs(10), event_retention_days: 30 }
+        Self {
+            idle_poll: Duration::from_secs(2),
+            settings_poll: Duration::from_secs(10),
+            event_retention_days: 30,
+            drain_lease: Duration::from_secs(60),
+        }
     }
 }
 
@@ -57,7 +64,7 @@ pub async fn run_worker(
         {
             g.set(n);
         }
-        match drain_queue(&engine).await {
+        match drain_queue(&engine, config.drain_lease).await {
             Ok(()) => {}
             Err(SyncError::ShuttingDown) => return,
             Err(e) => {
@@ -107,35 +114,52 @@ pub async fn run_worker(
     }
 }
 
-/// Drains the queue of every active directory, one push run per batch.
-async fn drain_queue(engine: &Engine) -> Result<(), SyncError> {
+/// Drains the queue of every active directory, one push run per batch. A directory is
+/// drained under its lease (the one pulls take), so with several replicas on one
+/// database exactly one reconciles a directory's changes at a time; the others skip it.
+async fn drain_queue(engine: &Engine, lease_ttl: Duration) -> Result<(), SyncError> {
     for dir in engine.store.directories_with_queue().await? {
-        loop {
-            if engine.is_shutting_down() {
-                return Err(SyncError::ShuttingDown);
+        let holder = format!("drain-{}", uuid::Uuid::now_v7());
+        let drained = drain_directory(engine, &dir, &holder, lease_ttl).await;
+        let _ = engine.store.release_lease(&dir, &holder).await;
+        drained?;
+    }
+    Ok(())
+}
+
+/// Drains one directory's queue while this replica holds its lease.
+async fn drain_directory(engine: &Engine, dir: &str, holder: &str, lease_ttl: Duration) -> Result<(), SyncError> {
+    let dir = dir.to_string();
+    loop {
+        if engine.is_shutting_down() {
+            return Err(SyncError::ShuttingDown);
+        }
+        if !engine.is_active(&dir).await? {
+            break;
+        }
+        // Taken, or renewed, before every batch; another replica holding it (or a
+        // pull running) means this one leaves the directory alone for now.
+        if !engine.store.take_lease(&dir, holder, chrono::Utc::now(), lease_ttl).await? {
+            break;
+        }
+        let lock = engine.directory_lock(&dir);
+        let _guard = lock.lock().await;
+        let entries = engine.store.peek_queue(&dir, engine.config.batch_size.max(1)).await?;
+        if entries.is_empty() {
+            break;
+        }
+        let seqs: Vec<i64> = entries.iter().map(|e| e.seq).collect();
+        let run = engine.start_run(&dir, Trigger::ScimPush, "system:scim_push").await?;
+        let run = engine.execute(run, Scope::Users(entries)).await;
+        match run.state {
+            // Done (or held for approval, which keeps what it would remove on the
+            // run): the entries are handled.
+            crate::domain::run::RunState::Succeeded | crate::domain::run::RunState::Held => {
+                engine.store.delete_queue(seqs).await?;
             }
-            if !engine.is_active(&dir).await? {
-                break;
-            }
-            let lock = engine.directory_lock(&dir);
-            let _guard = lock.lock().await;
-            let entries = engine.store.peek_queue(&dir, engine.config.batch_size.max(1)).await?;
-            if entries.is_empty() {
-                break;
-            }
-            let seqs: Vec<i64> = entries.iter().map(|e| e.seq).collect();
-            let run = engine.start_run(&dir, Trigger::ScimPush, "system:scim_push").await?;
-            let run = engine.execute(run, Scope::Users(entries)).await;
-            match run.state {
-                // Done (or held for approval, which keeps what it would remove on the
-                // run): the entries are handled.
-                crate::domain::run::RunState::Succeeded | crate::domain::run::RunState::Held => {
-                    engine.store.delete_queue(seqs).await?;
-                }
-                _ if engine.is_shutting_down() => return Err(SyncError::ShuttingDown),
-                // Kept: the next round retries them after a backoff.
-                _ => return Err(SyncError::Unavailable { service: "reconcile", message: run.error }),
-            }
+            _ if engine.is_shutting_down() => return Err(SyncError::ShuttingDown),
+            // Kept: the next round retries them after a backoff.
+            _ => return Err(SyncError::Unavailable { service: "reconcile", message: run.error }),
         }
     }
     Ok(())
