@@ -6,7 +6,11 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 work=$(mktemp -d)
 venv="$work/venv"
-python3 -m venv "$venv"
+if ! python3 -m venv "$venv" 2>/dev/null; then
+  # Debian's python3 keeps venv in a package of its own.
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+  python3 -m venv "$venv"
+fi
 "$venv/bin/pip" install -q -r .ci/scim-compliance-requirements.txt
 
 cargo build -p muster --locked -q
