@@ -179,8 +179,9 @@ impl Engine {
                         run.error = message.clone();
                         // Best effort: the database may be the thing that is away.
                         let _ = self.store.set_last_error(&run.directory_id, &message).await;
-                        let _ = self.save(run).await;
                     }
+                    // Saved on every attempt: the heartbeat tells other replicas this run lives.
+                    let _ = self.save(run).await;
                     let mut stop = self.shutdown.clone();
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}

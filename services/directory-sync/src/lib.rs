@@ -280,7 +280,14 @@ async fn run_inner(
     // finds nothing pending and reports SERVING.
     db.migrate(MIGRATIONS).await?;
     let store = DieselStore::new(db.clone());
-    let interrupted = store.fail_interrupted_runs().await?;
+    // On SQLite this process is the only one: every run still marked running died with
+    // the last one. On PostgreSQL other replicas may be running theirs: only runs whose
+    // heartbeat went quiet are taken for dead (and the worker keeps sweeping for them).
+    let stale_runs = match db.backend() {
+        muster_runtime::Backend::Sqlite => None,
+        muster_runtime::Backend::Postgres => Some(worker::RUN_STALE_AFTER),
+    };
+    let interrupted = store.fail_interrupted_runs(stale_runs.map(|d| chrono::Utc::now() - d)).await?;
     if interrupted > 0 {
         tracing::warn!(
             runs = interrupted,
@@ -326,6 +333,7 @@ async fn run_inner(
         settings_poll: Duration::from_millis(config.sync.settings_poll_ms.max(10)),
         event_retention_days: config.sync.event_retention_days,
         drain_lease: Duration::from_secs(config.pull.lease_secs.max(3)),
+        stale_runs,
     };
     let queue_gauge = prometheus_client::metrics::gauge::Gauge::<i64>::default();
     metrics.with_registry(|r| {

@@ -30,7 +30,15 @@ pub struct WorkerConfig {
     pub event_retention_days: u32,
     /// How long a replica's claim on draining one directory's queue lasts unless renewed.
     pub drain_lease: Duration,
+    /// With several replicas (PostgreSQL): runs whose heartbeat is older than this are
+    /// taken for dead and marked failed. `None`: one process, nothing to sweep.
+    pub stale_runs: Option<Duration>,
 }
+
+/// How long a run may go without a heartbeat before another replica takes it for dead.
+/// Runs write themselves after every batch and every retry of a waiting dependency,
+/// so a live run is never this quiet.
+pub const RUN_STALE_AFTER: Duration = Duration::from_secs(15 * 60);
 
 impl Default for WorkerConfig {
     fn default() -> Self {
@@ -39,6 +47,7 @@ impl Default for WorkerConfig {
             settings_poll: Duration::from_secs(10),
             event_retention_days: 30,
             drain_lease: Duration::from_secs(60),
+            stale_runs: None,
         }
     }
 }
@@ -94,6 +103,13 @@ pub async fn run_worker(
                 Ok(n) if n > 0 => tracing::info!(deleted = n, "old scim request log entries pruned"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "scim request log pruning failed"),
+            }
+            if let Some(stale) = config.stale_runs {
+                match engine.store.fail_interrupted_runs(Some(chrono::Utc::now() - stale)).await {
+                    Ok(n) if n > 0 => tracing::warn!(runs = n, "runs of a replica that stopped marked failed"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "sweeping runs of stopped replicas failed"),
+                }
             }
             next_prune = tokio::time::Instant::now() + Duration::from_secs(3600);
         }

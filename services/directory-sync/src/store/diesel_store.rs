@@ -287,6 +287,7 @@ struct RunRow {
     decided_by: String,
     started_at: NaiveDateTime,
     ended_at: Option<NaiveDateTime>,
+    heartbeat_at: Option<NaiveDateTime>,
 }
 
 fn run_row(r: &SyncRun) -> Result<RunRow, SyncError> {
@@ -304,6 +305,8 @@ fn run_row(r: &SyncRun) -> Result<RunRow, SyncError> {
         decided_by: r.decided_by.clone(),
         started_at: r.started_at.naive_utc(),
         ended_at: r.ended_at.map(|t| t.naive_utc()),
+        // Every write of a run is a sign of life of the process running it.
+        heartbeat_at: Some(now()),
     })
 }
 
@@ -917,10 +920,20 @@ impl SyncStore for DieselStore {
             .await
     }
 
-    async fn fail_interrupted_runs(&self) -> Result<usize, SyncError> {
+    async fn fail_interrupted_runs(&self, stale_before: Option<DateTime<Utc>>) -> Result<usize, SyncError> {
         self.db
             .write(move |conn| {
-                Ok(diesel::update(sync_runs::table.filter(sync_runs::state.eq(RunState::Running.name())))
+                let mut running =
+                    diesel::update(sync_runs::table).filter(sync_runs::state.eq(RunState::Running.name())).into_boxed();
+                if let Some(t) = stale_before {
+                    let t = t.naive_utc();
+                    running = running.filter(
+                        sync_runs::heartbeat_at
+                            .lt(t)
+                            .or(sync_runs::heartbeat_at.is_null().and(sync_runs::started_at.lt(t))),
+                    );
+                }
+                Ok(running
                     .set((
                         sync_runs::state.eq(RunState::Failed.name()),
                         sync_runs::outcome
@@ -1032,4 +1045,73 @@ pub(crate) fn groups_of_users(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod heartbeat_tests {
+    use muster_runtime::Db;
+
+    use super::*;
+    use crate::domain::brake::Brake;
+    use crate::domain::run::{RunState, SyncRun, Trigger};
+    use crate::store::{NewDirectory, SyncStore};
+
+    fn run(dir: &str) -> SyncRun {
+        SyncRun {
+            id: uuid::Uuid::now_v7().to_string(),
+            directory_id: dir.into(),
+            trigger: Trigger::ScimPush,
+            state: RunState::Running,
+            orgs: Vec::new(),
+            outcome: "running".into(),
+            error: String::new(),
+            processed: 0,
+            total: 0,
+            actor: "system:test".into(),
+            decided_by: String::new(),
+            started_at: Utc::now(),
+            ended_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn only_runs_whose_heartbeat_went_quiet_are_taken_for_dead() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}", tmp.path().join("t.db").display()), 2).unwrap();
+        db.migrate(crate::MIGRATIONS).await.unwrap();
+        let store = DieselStore::new(db.clone());
+        let dir = store
+            .create_directory(NewDirectory {
+                parent_id: "p".into(),
+                kind: crate::domain::directory::Kind::Scim,
+                display_name: "d".into(),
+                config_json: "{}".into(),
+                sync_interval_secs: 0,
+                brake: Brake { max_percent: 10, min_removals: 10 },
+                scim_token_hash: None,
+                scim_log_days: 0,
+            })
+            .await
+            .unwrap()
+            .id;
+        let (alive, dead) = (run(&dir), run(&dir));
+        store.create_run(alive.clone()).await.unwrap();
+        store.create_run(dead.clone()).await.unwrap();
+        let quiet = (Utc::now() - chrono::Duration::hours(1)).naive_utc();
+        let dead_id = dead.id.clone();
+        db.write(move |conn| -> Result<usize, SyncError> {
+            Ok(diesel::update(sync_runs::table.find(&dead_id))
+                .set(sync_runs::heartbeat_at.eq(Some(quiet)))
+                .execute(conn)?)
+        })
+        .await
+        .unwrap();
+
+        let cutoff = Utc::now() - chrono::Duration::minutes(15);
+        assert_eq!(store.fail_interrupted_runs(Some(cutoff)).await.unwrap(), 1);
+        assert_eq!(store.get_run(&dead.id).await.unwrap().state, RunState::Failed);
+        assert_eq!(store.get_run(&alive.id).await.unwrap().state, RunState::Running, "a live replica's run stays");
+        assert_eq!(store.fail_interrupted_runs(None).await.unwrap(), 1, "alone on the database: all of them");
+        assert_eq!(store.get_run(&alive.id).await.unwrap().state, RunState::Failed);
+    }
 }

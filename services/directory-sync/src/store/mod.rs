@@ -258,8 +258,13 @@ pub trait SyncStore: Send + Sync + 'static {
     ) -> Result<Page<SyncRun>, SyncError>;
     /// Held runs of a directory.
     async fn held_runs(&self, directory: &str) -> Result<i64, SyncError>;
-    /// Marks runs left running by a stopped process as failed; returns how many.
-    async fn fail_interrupted_runs(&self) -> Result<usize, SyncError>;
+    /// Marks runs left running by a stopped process as failed; returns how many. With
+    /// `stale_before`, only runs whose last heartbeat is older (other replicas' live
+    /// runs keep theirs fresh); without, every running run (one process per database).
+    async fn fail_interrupted_runs(
+        &self,
+        stale_before: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<usize, SyncError>;
 
     /// Events after `after`, in order.
     async fn events_after(

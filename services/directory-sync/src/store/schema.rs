@@ -113,6 +113,7 @@ diesel::table! {
         decided_by -> Text,
         started_at -> Timestamp,
         ended_at -> Nullable<Timestamp>,
+        heartbeat_at -> Nullable<Timestamp>,
     }
 }
 
