@@ -23,6 +23,7 @@ on_both_databases! {
     okta_pull_provisions_changes_and_survives_failures => okta;
     entra_pull_provisions_changes_and_survives_failures => entra;
     google_pull_provisions_changes_and_survives_failures => google;
+    entra_app_scope_pull_provisions_changes_and_survives_failures => entra_app;
     one_replica_pulls_a_directory_at_a_time => lease;
     test_directory_says_what_is_wrong => test_directory;
 }
@@ -64,6 +65,8 @@ fn person(name: &str) -> FakeUser {
 enum Vendor {
     Okta,
     Entra,
+    /// Entra scoped to the users and groups assigned to one app (every pull a full listing).
+    EntraApp,
     Google,
 }
 
@@ -91,15 +94,20 @@ async fn start_fake(vendor: Vendor, clock: Arc<ManualClock>) -> Fake {
                 json!({"org_url": fake.base, "page_size": 2, "auth": {"type": "api_token", "token": {"file": token}}});
             Fake { fake: Arc::new(fake), kind: dpb::DirectoryKind::Okta, config, _secrets: secrets }
         }
-        Vendor::Entra => {
-            use muster_connector_entra::testing::{CLIENT_ID, CLIENT_SECRET, EntraFake, TENANT};
+        Vendor::Entra | Vendor::EntraApp => {
+            use muster_connector_entra::testing::{CLIENT_ID, CLIENT_SECRET, EntraFake, SERVICE_PRINCIPAL_ID, TENANT};
             let fake = EntraFake::start(2).await;
             let secret = file("entra-secret", CLIENT_SECRET);
-            let config = json!({
+            let mut config = json!({
                 "tenant_id": TENANT, "client_id": CLIENT_ID,
                 "authority": fake.base, "graph_url": fake.base,
                 "credential": {"type": "client_secret", "secret": {"file": secret}}
             });
+            if vendor == Vendor::EntraApp {
+                // People are in scope through the groups assigned to the app.
+                fake.set_auto_assign(false, true);
+                config["scope"] = json!({"type": "app", "service_principal_id": SERVICE_PRINCIPAL_ID});
+            }
             Fake { fake: Arc::new(fake), kind: dpb::DirectoryKind::Entra, config, _secrets: secrets }
         }
         Vendor::Google => {
@@ -341,6 +349,10 @@ async fn okta(kind: DbKind) {
 
 async fn entra(kind: DbKind) {
     pull_story(kind, Vendor::Entra).await;
+}
+
+async fn entra_app(kind: DbKind) {
+    pull_story(kind, Vendor::EntraApp).await;
 }
 
 async fn google(kind: DbKind) {
