@@ -74,39 +74,15 @@ async fn directory_with(cluster: &TestCluster, parent: &str, users: &[String]) -
 
 async fn deletion(kind: DbKind) {
     let cluster = TestCluster::start(kind).await;
-    let mut policy = cluster.policy();
-    let parent = policy
-        .create_parent_org(ppb::CreateParentOrgRequest {
-            name: "Acme".into(),
-            kind: ppb::ParentKind::Enterprise as i32,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let org = policy
-        .create_org(ppb::CreateOrgRequest {
-            parent_id: parent.id.clone(),
-            name: "Acme".into(),
-            product: ppb::ProductKind::ClaudeEnterpriseSeat as i32,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    policy
-        .update_settings(ppb::UpdateSettingsRequest {
-            org_id: org.id.clone(),
-            expected_version: 0,
-            settings: Some(ppb::SettingsInput { mode: ppb::ProvisioningMode::Scim as i32, ..Default::default() }),
-            actor: admin(),
-        })
-        .await
-        .unwrap();
+    let (parent_id, org_id) = cluster
+        .enterprise_org(ppb::SettingsInput { mode: ppb::ProvisioningMode::Scim as i32, ..Default::default() })
+        .await;
     // The org's only Owner: the guardian guard keeps them through everything below.
     for (email, role) in [("boss@acme.test", "Owner")] {
         cluster
             .membership()
             .add_member(mpb::AddMemberRequest {
-                org_id: org.id.clone(),
+                org_id: org_id.clone(),
                 email: email.into(),
                 role: role.into(),
                 actor: admin(),
@@ -119,20 +95,20 @@ async fn deletion(kind: DbKind) {
 
     // A small directory: its three members leave with it.
     let small: Vec<String> = (0..3).map(|i| format!("s{i}@acme.test")).collect();
-    let dir = directory_with(&cluster, &parent.id, &small).await;
-    wait_members(&cluster, &org.id, 4).await;
+    let dir = directory_with(&cluster, &parent_id, &small).await;
+    wait_members(&cluster, &org_id, 4).await;
     directory.delete_directory(dpb::DeleteDirectoryRequest { id: dir.clone() }).await.unwrap();
-    assert_eq!(member_emails(&cluster, &org.id).await, ["boss@acme.test"]);
+    assert_eq!(member_emails(&cluster, &org_id).await, ["boss@acme.test"]);
     let gone = directory.get_directory(dpb::GetDirectoryRequest { id: dir }).await.unwrap_err();
     assert_eq!(gone.code(), tonic::Code::NotFound);
 
     // A large one: removing its 12 members is held by the brake; nothing goes until approved.
     let large: Vec<String> = (0..12).map(|i| format!("l{i:02}@acme.test")).collect();
-    let dir = directory_with(&cluster, &parent.id, &large).await;
-    wait_members(&cluster, &org.id, 13).await;
+    let dir = directory_with(&cluster, &parent_id, &large).await;
+    wait_members(&cluster, &org_id, 13).await;
     let err = directory.delete_directory(dpb::DeleteDirectoryRequest { id: dir.clone() }).await.unwrap_err();
     assert_eq!((err.code(), rule_of(&err).as_deref()), (tonic::Code::FailedPrecondition, Some("deletion_held")));
-    assert_eq!(member_emails(&cluster, &org.id).await.len(), 13, "held: nobody removed");
+    assert_eq!(member_emails(&cluster, &org_id).await.len(), 13, "held: nobody removed");
     let leaving = directory.get_directory(dpb::GetDirectoryRequest { id: dir.clone() }).await.unwrap().into_inner();
     assert_eq!(leaving.state, dpb::DirectoryState::Leaving as i32);
     let runs = directory
@@ -148,8 +124,8 @@ async fn deletion(kind: DbKind) {
     let held = runs.iter().find(|r| r.state == dpb::RunState::Held as i32).expect("a held run");
     assert!(err.message().contains(&held.id), "the error names the run: {}", err.message());
     directory.approve_run(dpb::ApproveRunRequest { run_id: held.id.clone(), actor: admin() }).await.unwrap();
-    wait_members(&cluster, &org.id, 1).await;
+    wait_members(&cluster, &org_id, 1).await;
     directory.delete_directory(dpb::DeleteDirectoryRequest { id: dir.clone() }).await.unwrap();
-    assert_eq!(member_emails(&cluster, &org.id).await, ["boss@acme.test"]);
+    assert_eq!(member_emails(&cluster, &org_id).await, ["boss@acme.test"]);
     cluster.stop().await;
 }

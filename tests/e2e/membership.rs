@@ -31,36 +31,7 @@ fn named(name: &str) -> common::GroupRef {
 
 /// An Enterprise (seat) org with the given settings.
 async fn org_with(cluster: &TestCluster, settings: ppb::SettingsInput) -> String {
-    let mut policy = cluster.policy();
-    let parent = policy
-        .create_parent_org(ppb::CreateParentOrgRequest {
-            name: "Acme".into(),
-            kind: ppb::ParentKind::Enterprise as i32,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let org = policy
-        .create_org(ppb::CreateOrgRequest {
-            parent_id: parent.id,
-            name: "Acme Enterprise".into(),
-            product: ppb::ProductKind::ClaudeEnterpriseSeat as i32,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    if settings.mode != ppb::ProvisioningMode::Manual as i32 || settings.advanced_group_mapping {
-        policy
-            .update_settings(ppb::UpdateSettingsRequest {
-                org_id: org.id.clone(),
-                expected_version: 0,
-                settings: Some(settings),
-                actor: admin(),
-            })
-            .await
-            .unwrap();
-    }
-    org.id
+    cluster.enterprise_org(settings).await.1
 }
 
 fn mode(mode: ppb::ProvisioningMode) -> ppb::SettingsInput {

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use muster_proto::common::v1 as common;
 use muster_proto::directory::v1 as dpb;
 use muster_proto::membership::v1 as mpb;
 use muster_proto::policy::v1 as ppb;
@@ -17,37 +16,13 @@ on_both_databases! {
 async fn replicas(kind: DbKind) {
     let cluster = TestCluster::start(kind).await;
     let replica = cluster.start_directory_replica().await;
-    let mut policy = cluster.policy();
-    let parent = policy
-        .create_parent_org(ppb::CreateParentOrgRequest {
-            name: "Acme".into(),
-            kind: ppb::ParentKind::Enterprise as i32,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let org = policy
-        .create_org(ppb::CreateOrgRequest {
-            parent_id: parent.id.clone(),
-            name: "Acme".into(),
-            product: ppb::ProductKind::ClaudeEnterpriseSeat as i32,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    policy
-        .update_settings(ppb::UpdateSettingsRequest {
-            org_id: org.id.clone(),
-            expected_version: 0,
-            settings: Some(ppb::SettingsInput { mode: ppb::ProvisioningMode::Scim as i32, ..Default::default() }),
-            actor: Some(common::Actor { kind: Some(common::actor::Kind::AdminId("tester".into())) }),
-        })
-        .await
-        .unwrap();
+    let (parent_id, org_id) = cluster
+        .enterprise_org(ppb::SettingsInput { mode: ppb::ProvisioningMode::Scim as i32, ..Default::default() })
+        .await;
     let mut directory = cluster.directory();
     let created = directory
         .create_directory(dpb::CreateDirectoryRequest {
-            parent_id: parent.id.clone(),
+            parent_id: parent_id.clone(),
             kind: dpb::DirectoryKind::Scim as i32,
             display_name: "IdP".into(),
             ..Default::default()
@@ -76,7 +51,7 @@ async fn replicas(kind: DbKind) {
     let waited = tokio::time::timeout(Duration::from_secs(90), async {
         loop {
             let page = membership
-                .list_members(mpb::ListMembersRequest { org_id: org.id.clone(), page_size: 1, ..Default::default() })
+                .list_members(mpb::ListMembersRequest { org_id: org_id.clone(), page_size: 1, ..Default::default() })
                 .await
                 .unwrap()
                 .into_inner();

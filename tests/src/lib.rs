@@ -391,6 +391,47 @@ impl TestCluster {
         format!("http://{http}/scim/v2/{directory_id}")
     }
 
+    /// A new Enterprise parent ("Acme") with one seat-based Enterprise org, its
+    /// settings saved as given (left at the defaults when they are the defaults).
+    /// Returns (parent id, org id).
+    pub async fn enterprise_org(&self, settings: muster_proto::policy::v1::SettingsInput) -> (String, String) {
+        use muster_proto::policy::v1 as ppb;
+        let mut policy = self.policy();
+        let parent = policy
+            .create_parent_org(ppb::CreateParentOrgRequest {
+                name: "Acme".into(),
+                kind: ppb::ParentKind::Enterprise as i32,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let org = policy
+            .create_org(ppb::CreateOrgRequest {
+                parent_id: parent.id.clone(),
+                name: "Acme Enterprise".into(),
+                product: ppb::ProductKind::ClaudeEnterpriseSeat as i32,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let defaults = ppb::SettingsInput { mode: ppb::ProvisioningMode::Manual as i32, ..Default::default() };
+        if settings != defaults {
+            let actor = muster_proto::common::v1::Actor {
+                kind: Some(muster_proto::common::v1::actor::Kind::AdminId("tester".into())),
+            };
+            policy
+                .update_settings(ppb::UpdateSettingsRequest {
+                    org_id: org.id.clone(),
+                    expected_version: 0,
+                    settings: Some(settings),
+                    actor: Some(actor),
+                })
+                .await
+                .unwrap();
+        }
+        (parent.id, org.id)
+    }
+
     /// Membership's URL.
     pub fn membership_url(&self) -> &str {
         &self.membership.as_ref().expect("membership running").url

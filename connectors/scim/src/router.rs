@@ -461,25 +461,34 @@ async fn list_kind<S: DirectoryStore>(
 }
 
 async fn search_users<S: DirectoryStore>(
-    State(st): State<ScimState<S>>,
+    st: State<ScimState<S>>,
     scope: DirectoryScope,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ScimError> {
-    let body = read_json(&headers, body, st.inner.config.max_body_bytes).await?;
-    let req = ListRequest::from_search_body(body)?;
-    list_kind(&st.inner, &scope, ResourceKind::User, &req).await
+    search_kind(st, scope, headers, body, ResourceKind::User).await
 }
 
 async fn search_groups<S: DirectoryStore>(
-    State(st): State<ScimState<S>>,
+    st: State<ScimState<S>>,
     scope: DirectoryScope,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ScimError> {
+    search_kind(st, scope, headers, body, ResourceKind::Group).await
+}
+
+/// `POST /{Users,Groups}/.search`: a list request in a body, answered like a GET list.
+async fn search_kind<S: DirectoryStore>(
+    State(st): State<ScimState<S>>,
+    scope: DirectoryScope,
+    headers: HeaderMap,
+    body: Body,
+    kind: ResourceKind,
+) -> Result<Response, ScimError> {
     let body = read_json(&headers, body, st.inner.config.max_body_bytes).await?;
     let req = ListRequest::from_search_body(body)?;
-    list_kind(&st.inner, &scope, ResourceKind::Group, &req).await
+    list_kind(&st.inner, &scope, kind, &req).await
 }
 
 /// `POST /.search`: users, then groups, paged as one list.

@@ -49,13 +49,7 @@ fn new_scim_token() -> String {
 
 /// Who an actor is, as runs record it.
 pub fn actor_name(actor: Option<&common::Actor>) -> String {
-    match actor.and_then(|a| a.kind.as_ref()) {
-        Some(common::actor::Kind::AdminId(id)) => format!("admin:{id}"),
-        Some(common::actor::Kind::SyncRunId(id)) => format!("sync_run:{id}"),
-        Some(common::actor::Kind::LoginUserRef(id)) => format!("login:{id}"),
-        Some(common::actor::Kind::System(job)) => format!("system:{job}"),
-        None => "unknown".into(),
-    }
+    muster_runtime::actor::actor_name(actor).unwrap_or_else(|| "unknown".into())
 }
 
 /// A run with its items, as GetSyncRun shows it.

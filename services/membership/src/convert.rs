@@ -20,16 +20,9 @@ pub fn time(t: Option<prost_types::Timestamp>) -> Option<chrono::DateTime<chrono
     t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
 }
 
-/// Actor as recorded: `kind:id`.
+/// Actor as recorded (`admin:ID`, …); "unnamed" when the caller named none.
 pub fn actor(a: Option<common::Actor>) -> String {
-    use common::actor::Kind;
-    match a.and_then(|a| a.kind) {
-        Some(Kind::AdminId(id)) => format!("admin:{id}"),
-        Some(Kind::SyncRunId(id)) => format!("sync_run:{id}"),
-        Some(Kind::LoginUserRef(id)) => format!("login:{id}"),
-        Some(Kind::System(job)) => format!("system:{job}"),
-        None => "unnamed".to_string(),
-    }
+    muster_runtime::actor::actor_name(a.as_ref()).unwrap_or_else(|| "unnamed".to_string())
 }
 
 fn status_pb(s: Status) -> pb::MemberStatus {

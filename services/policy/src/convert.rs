@@ -164,16 +164,9 @@ pub fn violation_pb(v: Violation) -> pb::Violation {
     pb::Violation { rule: v.rule.to_string(), field: v.field, description: v.description }
 }
 
-/// Actor as recorded: `kind:id`.
+/// Actor as recorded (`admin:ID`, …); "unnamed" when the caller named none.
 pub fn actor(a: Option<common::Actor>) -> String {
-    use common::actor::Kind;
-    match a.and_then(|a| a.kind) {
-        Some(Kind::AdminId(id)) => format!("admin:{id}"),
-        Some(Kind::SyncRunId(id)) => format!("sync_run:{id}"),
-        Some(Kind::LoginUserRef(id)) => format!("login:{id}"),
-        Some(Kind::System(job)) => format!("system:{job}"),
-        None => "unnamed".to_string(),
-    }
+    muster_runtime::actor::actor_name(a.as_ref()).unwrap_or_else(|| "unnamed".to_string())
 }
 
 /// Trigger from the wire.

@@ -3,6 +3,7 @@
 //! `serve()` with bearer-token auth, health, reflection, tracing, metrics, timeouts
 //! and graceful shutdown; and gRPC clients with deadlines and UNAVAILABLE retries.
 
+pub mod actor;
 pub mod auth;
 pub mod client;
 pub mod config;
