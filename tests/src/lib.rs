@@ -149,6 +149,28 @@ pub async fn wait_serving(url: &str, service: &str) {
     panic!("{service} at {url} never reported SERVING: {last_error}");
 }
 
+/// A listener for a service that may be restarted on the same port (others keep its
+/// address). The first port is picked below Linux's ephemeral range (32768+): a port
+/// from that range can be taken meanwhile by any client socket of a busy test run (a
+/// database pool connection, say), and then the restart cannot have it back.
+async fn bind_restartable(previous: Option<std::net::SocketAddr>) -> TcpListener {
+    if let Some(addr) = previous {
+        return TcpListener::bind(addr).await.unwrap_or_else(|e| panic!("cannot listen again on {addr}: {e}"));
+    }
+    for _ in 0..1000 {
+        let port: u16 = rand_port();
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)).await {
+            return listener;
+        }
+    }
+    panic!("no free port found in 20000..26000");
+}
+
+fn rand_port() -> u16 {
+    // 26xxx and 27xxx are the fixed ports of the CLI test and the CI compliance run.
+    20_000 + (uuid::Uuid::new_v4().as_u128() % 6_000) as u16
+}
+
 /// A service's listen config in tests: any port, no metrics port, a short grace.
 fn test_listen() -> ListenConfig {
     ListenConfig {
@@ -232,8 +254,7 @@ impl TestCluster {
 
     /// (Re)starts policy on its database, on the same port as before if it ran already.
     pub async fn start_policy(&mut self) {
-        let addr = self.policy_addr.map(|a| a.to_string()).unwrap_or_else(|| "127.0.0.1:0".into());
-        let listener = TcpListener::bind(&addr).await.unwrap();
+        let listener = bind_restartable(self.policy_addr).await;
         self.policy_addr = Some(listener.local_addr().unwrap());
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, shutdown) = stopper();
@@ -262,8 +283,7 @@ impl TestCluster {
 
     /// (Re)starts membership on its database, on the same port as before if it ran already.
     pub async fn start_membership(&mut self) {
-        let addr = self.membership_addr.map(|a| a.to_string()).unwrap_or_else(|| "127.0.0.1:0".into());
-        let listener = TcpListener::bind(&addr).await.unwrap();
+        let listener = bind_restartable(self.membership_addr).await;
         self.membership_addr = Some(listener.local_addr().unwrap());
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, shutdown) = stopper();
@@ -347,12 +367,8 @@ impl TestCluster {
 
     /// (Re)starts directory-sync on its database, on the same ports as before if it ran already.
     pub async fn start_directory(&mut self) {
-        let (grpc_addr, http_addr) = match self.directory_addrs {
-            Some((g, h)) => (g.to_string(), h.to_string()),
-            None => ("127.0.0.1:0".to_string(), "127.0.0.1:0".to_string()),
-        };
-        let grpc = TcpListener::bind(&grpc_addr).await.unwrap();
-        let http = TcpListener::bind(&http_addr).await.unwrap();
+        let grpc = bind_restartable(self.directory_addrs.map(|(g, _)| g)).await;
+        let http = bind_restartable(self.directory_addrs.map(|(_, h)| h)).await;
         self.directory_addrs = Some((grpc.local_addr().unwrap(), http.local_addr().unwrap()));
         let url = format!("http://{}", grpc.local_addr().unwrap());
         let (stop, shutdown) = stopper();
