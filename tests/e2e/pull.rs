@@ -24,7 +24,6 @@ on_both_databases! {
     entra_pull_provisions_changes_and_survives_failures => entra;
     google_pull_provisions_changes_and_survives_failures => google;
     entra_app_scope_pull_provisions_changes_and_survives_failures => entra_app;
-    one_replica_pulls_a_directory_at_a_time => lease;
     test_directory_says_what_is_wrong => test_directory;
 }
 
@@ -357,6 +356,18 @@ async fn entra_app(kind: DbKind) {
 
 async fn google(kind: DbKind) {
     pull_story(kind, Vendor::Google).await;
+}
+
+// Replicas share a database only on PostgreSQL (a SQLite file belongs to one process).
+mod one_replica_pulls_a_directory_at_a_time {
+    use muster_tests::DbKind;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        if muster_tests::postgres_available() {
+            super::lease(DbKind::Postgres).await;
+        }
+    }
 }
 
 /// Two directory-sync replicas on one database: pull runs of a directory never

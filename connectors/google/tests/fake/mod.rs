@@ -84,6 +84,10 @@ struct St {
     fail_after: Option<(usize, Failure)>,
     rate_limits_sent: u64,
     hidden: bool,
+    /// A `set_hidden` waiting for the next listing to start: a misconfigured scope hides
+    /// a whole listing, never its second half (a listing in flight when a test flips
+    /// the switch would otherwise see users but no groups).
+    hidden_next: Option<bool>,
     requests: Vec<String>,
 }
 
@@ -118,6 +122,7 @@ impl GoogleFake {
             fail_after: None,
             rate_limits_sent: 0,
             hidden: false,
+            hidden_next: None,
             requests: Vec::new(),
         }));
         let router = Router::new()
@@ -423,7 +428,12 @@ impl St {
 }
 
 async fn list_users(State(st): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
-    let s = st.lock().unwrap();
+    let mut s = st.lock().unwrap();
+    if q.get("pageToken").is_none_or(|t| t.is_empty())
+        && let Some(hidden) = s.hidden_next.take()
+    {
+        s.hidden = hidden;
+    }
     if let Err(r) = customer_ok(&q) {
         return r;
     }
@@ -607,6 +617,6 @@ impl FakeDirectory for GoogleFake {
     fn expire_cursors(&self) {}
 
     fn set_hidden(&self, hidden: bool) {
-        self.st.lock().unwrap().hidden = hidden;
+        self.st.lock().unwrap().hidden_next = Some(hidden);
     }
 }
