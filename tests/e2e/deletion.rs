@@ -97,7 +97,7 @@ async fn deletion(kind: DbKind) {
     let small: Vec<String> = (0..3).map(|i| format!("s{i}@acme.test")).collect();
     let dir = directory_with(&cluster, &parent_id, &small).await;
     wait_members(&cluster, &org_id, 4).await;
-    directory.delete_directory(dpb::DeleteDirectoryRequest { id: dir.clone() }).await.unwrap();
+    directory.delete_directory(dpb::DeleteDirectoryRequest { id: dir.clone(), actor: None }).await.unwrap();
     assert_eq!(member_emails(&cluster, &org_id).await, ["boss@acme.test"]);
     let gone = directory.get_directory(dpb::GetDirectoryRequest { id: dir }).await.unwrap_err();
     assert_eq!(gone.code(), tonic::Code::NotFound);
@@ -106,7 +106,8 @@ async fn deletion(kind: DbKind) {
     let large: Vec<String> = (0..12).map(|i| format!("l{i:02}@acme.test")).collect();
     let dir = directory_with(&cluster, &parent_id, &large).await;
     wait_members(&cluster, &org_id, 13).await;
-    let err = directory.delete_directory(dpb::DeleteDirectoryRequest { id: dir.clone() }).await.unwrap_err();
+    let err =
+        directory.delete_directory(dpb::DeleteDirectoryRequest { id: dir.clone(), actor: None }).await.unwrap_err();
     assert_eq!((err.code(), rule_of(&err).as_deref()), (tonic::Code::FailedPrecondition, Some("deletion_held")));
     assert_eq!(member_emails(&cluster, &org_id).await.len(), 13, "held: nobody removed");
     let leaving = directory.get_directory(dpb::GetDirectoryRequest { id: dir.clone() }).await.unwrap().into_inner();
@@ -125,7 +126,7 @@ async fn deletion(kind: DbKind) {
     assert!(err.message().contains(&held.id), "the error names the run: {}", err.message());
     directory.approve_run(dpb::ApproveRunRequest { run_id: held.id.clone(), actor: admin() }).await.unwrap();
     wait_members(&cluster, &org_id, 1).await;
-    directory.delete_directory(dpb::DeleteDirectoryRequest { id: dir.clone() }).await.unwrap();
+    directory.delete_directory(dpb::DeleteDirectoryRequest { id: dir.clone(), actor: None }).await.unwrap();
     assert_eq!(member_emails(&cluster, &org_id).await, ["boss@acme.test"]);
     cluster.stop().await;
 }

@@ -453,9 +453,9 @@ async fn brake_holds_until_approved_or_rejected(kind: DbKind) {
         let id = w.dir_id.clone();
         async move {
             if on {
-                d.pause_directory(dpb::PauseDirectoryRequest { id }).await.unwrap();
+                d.pause_directory(dpb::PauseDirectoryRequest { id, actor: None }).await.unwrap();
             } else {
-                d.resume_directory(dpb::ResumeDirectoryRequest { id }).await.unwrap();
+                d.resume_directory(dpb::ResumeDirectoryRequest { id, actor: None }).await.unwrap();
             }
         }
     };
@@ -543,6 +543,7 @@ async fn preview_equals_the_result_of_saving(kind: DbKind) {
             org_id: org.clone(),
             settings: Some(proposed.clone()),
             acting_member_id: cid_member.id.clone(),
+            actor: None,
         })
         .await
         .unwrap()
@@ -660,7 +661,7 @@ async fn dependencies_down_remove_nobody(kind: DbKind) {
 async fn restart_between_write_and_reconcile_lands_once(kind: DbKind) {
     let mut w = World::start(kind).await;
     let org = w.org("Plain", ppb::ProvisioningMode::Scim, false).await;
-    w.directory.pause_directory(dpb::PauseDirectoryRequest { id: w.dir_id.clone() }).await.unwrap();
+    w.directory.pause_directory(dpb::PauseDirectoryRequest { id: w.dir_id.clone(), actor: None }).await.unwrap();
     w.scim.create_user("ann@acme.io").await;
     let lag = w
         .directory
@@ -674,7 +675,7 @@ async fn restart_between_write_and_reconcile_lands_once(kind: DbKind) {
     w.cluster.stop_directory().await;
     w.cluster.start_directory().await;
     w.directory = w.cluster.directory();
-    w.directory.resume_directory(dpb::ResumeDirectoryRequest { id: w.dir_id.clone() }).await.unwrap();
+    w.directory.resume_directory(dpb::ResumeDirectoryRequest { id: w.dir_id.clone(), actor: None }).await.unwrap();
     w.settle().await;
     let members = w.members(&org).await;
     assert_eq!(members.len(), 1);
@@ -744,8 +745,12 @@ async fn events_resume_exactly_and_tokens_isolate(kind: DbKind) {
     assert_eq!(wrong.send(reqwest::Method::GET, "/Users", None).await.0, 401);
     let cross = Scim { http: reqwest::Client::new(), base: w.scim.base.clone(), token: other.scim_token.clone() };
     assert_eq!(cross.send(reqwest::Method::GET, "/Users", None).await.0, 404);
-    let rotated =
-        w.directory.rotate_scim_token(dpb::RotateScimTokenRequest { id: w.dir_id.clone() }).await.unwrap().into_inner();
+    let rotated = w
+        .directory
+        .rotate_scim_token(dpb::RotateScimTokenRequest { id: w.dir_id.clone(), actor: None })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(w.scim.send(reqwest::Method::GET, "/Users", None).await.0, 401);
     let fresh = Scim { http: reqwest::Client::new(), base: rotated.scim_base_url, token: rotated.scim_token };
     let (status, list) =

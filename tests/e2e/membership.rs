@@ -269,6 +269,9 @@ async fn guardian_guard_on_every_path(kind: DbKind) {
                 role: String::new(),
                 seat_tier: None,
                 reasons: vec!["removed: in no mapped group".into()],
+                // A removal names its member: an email alone never removes anyone.
+                member_id: owner.id.clone(),
+                also_known_as: vec![],
             }],
         })
         .await
@@ -302,6 +305,8 @@ fn provision(email: &str, role: &str) -> pb::DesiredMember {
         role: role.into(),
         seat_tier: Some(ppb::SeatTierPreference { choice: Some(ppb::seat_tier_preference::Choice::HighestFree(true)) }),
         reasons: vec!["assigned in the directory".into()],
+        member_id: String::new(),
+        also_known_as: vec![],
     }
 }
 

@@ -1,24 +1,24 @@
 //! Directory-sync's use cases: each checks its input, then works through the store and
 //! the engine. The gRPC layer only translates to and from these.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use muster_proto::common::v1 as common;
 use muster_proto::directory::v1 as pb;
-use muster_proto::membership::v1 as mpb;
 use muster_proto::policy::v1 as ppb;
 use muster_scim::TokenHash;
 use rand::RngCore;
 
 use crate::domain::brake::Brake;
-use crate::domain::directory::{Directory, Kind, State, check_interval, clean_config, clean_name};
+use crate::domain::directory::{Authority, Directory, Kind, State, check_interval, clean_config, clean_name};
 use crate::domain::run::{ItemKind, RunItem, RunState, SyncRun, Trigger};
 use crate::domain::scim_log::check_scim_log_days;
-use crate::engine::{Decided, Engine, Scope};
+use crate::engine::{Acting, Engine, Scope};
 use crate::error::SyncError;
 use crate::pull::{CheckAnswer, Puller};
-use crate::store::{DirectoryPatch, MirrorGroup, MirrorUser, NewDirectory, Page, QueueEntry, SyncStore, UserFilter};
+use crate::store::{
+    DirectoryAuditEntry, DirectoryPatch, MirrorGroup, MirrorUser, NewDirectory, Page, QueueEntry, SyncStore, UserFilter,
+};
 
 /// Page size when none is asked for.
 pub const DEFAULT_PAGE_SIZE: usize = 100;
@@ -50,6 +50,28 @@ fn new_scim_token() -> String {
 /// Who an actor is, as runs record it.
 pub fn actor_name(actor: Option<&common::Actor>) -> String {
     muster_runtime::actor::actor_name(actor).unwrap_or_else(|| "unknown".into())
+}
+
+/// What the audit log keeps of a directory: its settings, never a secret (the config
+/// holds references only; the SCIM token's hash is left out).
+fn audit_json(d: &Directory) -> String {
+    serde_json::json!({
+        "id": d.id,
+        "parent_id": d.parent_id,
+        "kind": d.kind.name(),
+        "display_name": d.display_name,
+        "config": serde_json::from_str::<serde_json::Value>(&d.config_json).unwrap_or_default(),
+        "sync_interval_seconds": d.sync_interval_secs,
+        "brake": {
+            "max_removal_percent": d.brake.max_percent,
+            "min_removals": d.brake.min_removals,
+            "window_seconds": d.brake.window_secs,
+        },
+        "state": d.state.name(),
+        "authority": d.authority.name(),
+        "scim_log_days": d.scim_log_days,
+    })
+    .to_string()
 }
 
 /// A run with its items, as GetSyncRun shows it.
@@ -142,6 +164,7 @@ impl DirectorySync {
         interval: u32,
         brake: Brake,
         scim_log_days: u32,
+        actor: &str,
     ) -> Result<(Directory, Option<String>), SyncError> {
         let display_name = clean_name(raw_name)?;
         let config_json = clean_config(raw_config)?;
@@ -168,6 +191,10 @@ impl DirectorySync {
             })
             .await?;
         tracing::info!(directory = %d.id, parent = parent_id, kind = kind.name(), "directory created");
+        self.store().audit_directory(&d.id, "directory.created", actor, "null".into(), audit_json(&d)).await?;
+        // A new directory drives nothing yet: the orgs' settings as they are now are
+        // not a change to reconcile (its own pushes or pulls are what it adds).
+        self.engine.watch_parent_settings(&d).await;
         Ok((d, token))
     }
 
@@ -183,6 +210,7 @@ impl DirectorySync {
     }
 
     /// Changes a directory's settings.
+    #[allow(clippy::too_many_arguments)]
     pub async fn update(
         &self,
         id: &str,
@@ -191,6 +219,7 @@ impl DirectorySync {
         interval: Option<u32>,
         brake: Option<Brake>,
         scim_log_days: Option<u32>,
+        actor: &str,
     ) -> Result<Directory, SyncError> {
         let current = self.get(id).await?;
         if let Some(days) = scim_log_days {
@@ -212,19 +241,28 @@ impl DirectorySync {
             brake,
             scim_log_days,
         };
-        self.store().update_directory(id, patch).await
+        let updated = self.store().update_directory(id, patch).await?;
+        let action =
+            if updated.brake.is_looser_than(&current.brake) { "directory.brake_loosened" } else { "directory.updated" };
+        if updated != current {
+            self.store().audit_directory(id, action, actor, audit_json(&current), audit_json(&updated)).await?;
+        }
+        Ok(updated)
     }
 
     /// Deletes a directory. Its members leave first, through a normal run of every
     /// mirror user as unassigned (members it never knew are untouched); when the brake
     /// holds that run nothing is removed and the directory stays `leaving`: approve the
     /// run, then delete again (or resume to cancel). Then the mirror goes.
-    pub async fn delete(&self, id: &str) -> Result<(), SyncError> {
+    pub async fn delete(&self, id: &str, actor: &str) -> Result<(), SyncError> {
         let lock = self.engine.directory_lock(id);
         let _guard = lock.lock().await;
         let dir = self.store().get_directory(id).await?;
         if dir.state != State::Leaving {
-            self.store().set_state(id, State::Leaving).await?;
+            let leaving = self.store().set_state(id, State::Leaving).await?;
+            self.store()
+                .audit_directory(id, "directory.leaving", actor, audit_json(&dir), audit_json(&leaving))
+                .await?;
         }
         let mut entries = Vec::new();
         let mut after = None;
@@ -242,7 +280,7 @@ impl DirectorySync {
             }
         }
         if !entries.is_empty() {
-            let run = self.engine.start_run(id, Trigger::SyncNow, "system:directory_deletion").await?;
+            let run = self.engine.start_run(id, Trigger::Deletion, actor).await?;
             let run = self.engine.execute_noted(run, Scope::Users(entries), Some("directory deletion")).await;
             match run.state {
                 RunState::Succeeded => {}
@@ -267,18 +305,77 @@ impl DirectorySync {
                 }
             }
         }
+        // Runs of the directory that still hold an org's removals hold them no more:
+        // the next run of the parent decides those people again.
+        self.engine.drop_holds_of(id, actor).await?;
         self.store().delete_directory(id).await?;
+        self.store().audit_directory(id, "directory.deleted", actor, audit_json(&dir), "null".into()).await?;
         tracing::info!(directory = id, "directory deleted");
         Ok(())
     }
 
     /// Pauses or resumes.
-    pub async fn set_state(&self, id: &str, state: State) -> Result<Directory, SyncError> {
-        self.store().set_state(id, state).await
+    pub async fn set_state(&self, id: &str, state: State, actor: &str) -> Result<Directory, SyncError> {
+        let before = self.get(id).await?;
+        let after = self.store().set_state(id, state).await?;
+        if before.state != after.state {
+            let action = if state == State::Paused { "directory.paused" } else { "directory.resumed" };
+            self.store().audit_directory(id, action, actor, audit_json(&before), audit_json(&after)).await?;
+        }
+        Ok(after)
+    }
+
+    /// Makes a directory authoritative or provisioning-only. With `dry_run`, only says
+    /// who the change would remove; otherwise audits it and starts a run of the parent.
+    pub async fn set_authority(
+        &self,
+        id: &str,
+        authority: Authority,
+        dry_run: bool,
+        actor: &str,
+    ) -> Result<(Directory, Vec<pb::AuthorityPreview>, Option<String>), SyncError> {
+        let before = self.get(id).await?;
+        let preview = self.engine.preview_authority(&before, authority).await?;
+        if dry_run || before.authority == authority {
+            return Ok((before, preview, None));
+        }
+        let after = self.store().set_authority(id, authority).await?;
+        self.store()
+            .audit_directory(id, "directory.authority_changed", actor, audit_json(&before), audit_json(&after))
+            .await?;
+        tracing::info!(directory = id, authority = authority.name(), actor, "directory authority changed");
+        if after.state != State::Active {
+            return Ok((after, preview, None));
+        }
+        let run = self.engine.start_run(id, Trigger::AuthorityChange, actor).await?;
+        let run_id = run.id.clone();
+        let engine = self.engine.clone();
+        tokio::spawn(async move {
+            let lock = engine.directory_lock(&run.directory_id);
+            let _guard = lock.lock().await;
+            engine.execute(run, Scope::Full { only_org: None }).await;
+        });
+        Ok((after, preview, Some(run_id)))
+    }
+
+    /// A directory's audit log, newest first.
+    pub async fn audit(&self, id: &str, size: i32, token: &str) -> Result<Page<DirectoryAuditEntry>, SyncError> {
+        let before = match token {
+            "" => None,
+            t => Some(t.parse::<i64>().map_err(|_| {
+                SyncError::invalid("page_token_invalid", "page_token", "page_token is not one this service gave")
+            })?),
+        };
+        let limit = page_size(size)?;
+        let mut items = self.store().directory_audit(id, before, limit + 1).await?;
+        let more = items.len() > limit;
+        items.truncate(limit);
+        let next_after = if more { items.last().map(|e| e.seq.to_string()) } else { None };
+        Ok(Page { items, next_after })
     }
 
     /// A new SCIM token; the old one stops working.
-    pub async fn rotate_token(&self, id: &str) -> Result<(Directory, String), SyncError> {
+    pub async fn rotate_token(&self, id: &str, actor: &str) -> Result<(Directory, String), SyncError> {
         let d = self.get(id).await?;
         if d.kind != Kind::Scim {
             return Err(SyncError::FailedPrecondition {
@@ -289,6 +386,7 @@ impl DirectorySync {
         let token = new_scim_token();
         self.store().set_token_hash(id, &TokenHash::of(&token).to_hex()).await?;
         tracing::info!(directory = id, "scim token rotated");
+        self.store().audit_directory(id, "directory.token_rotated", actor, "null".into(), "null".into()).await?;
         Ok((d, token))
     }
 
@@ -404,6 +502,8 @@ impl DirectorySync {
         run.outcome = format!("approved by {actor}: applying the held removals");
         self.engine.save(&run).await?;
         tracing::info!(run = id, actor, "held run approved");
+        let what = serde_json::json!({"run_id": id, "summary": run.summary()}).to_string();
+        self.store().audit_directory(&run.directory_id, "run.approved", actor, "null".into(), what).await?;
         let engine = self.engine.clone();
         let started = run.clone();
         tokio::spawn(async move {
@@ -424,7 +524,10 @@ impl DirectorySync {
         run.ended_at = Some(chrono::Utc::now());
         run.outcome = format!("rejected by {actor}: nobody was removed; {}", run.summary());
         self.engine.save(&run).await?;
+        self.store().release_holds(id).await?;
         tracing::info!(run = id, actor, "held run rejected");
+        let what = serde_json::json!({"run_id": id, "summary": run.summary()}).to_string();
+        self.store().audit_directory(&run.directory_id, "run.rejected", actor, "null".into(), what).await?;
         Ok(run)
     }
 
@@ -439,251 +542,9 @@ impl DirectorySync {
         &self,
         org_id: &str,
         proposed: ppb::SettingsInput,
-        acting_member_id: &str,
+        acting: Acting,
     ) -> Result<pb::PreviewSettingsResponse, SyncError> {
-        let up = &self.engine.up;
-        let (org, _) = up.org(org_id).await?;
-        let product = up.product(org.product).await?;
-        let mut dirs = Vec::new();
-        let mut after_id = None;
-        loop {
-            let page = self.store().list_directories(Some(org.parent_id.clone()), after_id, MAX_PAGE_SIZE).await?;
-            dirs.extend(page.items);
-            match page.next_after {
-                Some(a) => after_id = Some(a),
-                None => break,
-            }
-        }
-        let dir_ids: Vec<String> = dirs.iter().map(|d| d.id.clone()).collect();
-        // A scratch run: previews share the engine's decision path but record nothing.
-        let mut scratch = SyncRun {
-            id: "preview".into(),
-            directory_id: dirs.first().map(|d| d.id.clone()).unwrap_or_default(),
-            trigger: Trigger::SettingsChange,
-            state: RunState::Running,
-            orgs: Vec::new(),
-            outcome: String::new(),
-            error: String::new(),
-            processed: 0,
-            total: 0,
-            actor: String::new(),
-            decided_by: String::new(),
-            started_at: chrono::Utc::now(),
-            ended_at: None,
-        };
-        let batch = self.engine.config.batch_size.max(1);
-        let mut decided: Vec<Decided> = Vec::new();
-        for d in &dirs {
-            let mut after_user = None;
-            loop {
-                let page = self.store().list_users(&d.id, UserFilter::default(), after_user, batch).await?;
-                let people = self.engine.people_of_users(&d.id, page.items).await?;
-                decided.extend(self.decide_preview(&mut scratch, org_id, people, &proposed).await?);
-                match page.next_after {
-                    Some(a) => after_user = Some(a),
-                    None => break,
-                }
-            }
-        }
-        let mut members = 0i64;
-        let mut guardians = 0i64;
-        let mut token = String::new();
-        loop {
-            let t = token.clone();
-            let (page, next) = self.engine.patient(&mut scratch, || up.list_members(org_id, &t)).await?;
-            members += page.len() as i64;
-            guardians += page.iter().filter(|m| m.role == product.guardian_role).count() as i64;
-            let emails: Vec<String> = page
-                .iter()
-                .filter_map(|m| m.user.as_ref().map(|u| u.email.to_lowercase()))
-                .filter(|e| !e.is_empty())
-                .collect();
-            let known = self.store().emails_in_mirror(dir_ids.clone(), emails).await?;
-            let outside: Vec<_> = page
-                .iter()
-                .filter(|m| {
-                    m.user.as_ref().is_none_or(|u| u.email.is_empty() || !known.contains(&u.email.to_lowercase()))
-                })
-                .map(Engine::person_of_member)
-                .collect();
-            decided.extend(self.decide_preview(&mut scratch, org_id, outside, &proposed).await?);
-            if next.is_empty() {
-                break;
-            }
-            token = next;
-        }
-
-        let mut out = pb::PreviewSettingsResponse { org_id: org_id.to_string(), ..Default::default() };
-        out.considered = decided.len() as i64;
-        // Seats: what is free now, plus what removals free, handed out in decision order.
-        let usage = up.seat_usage(org_id).await?;
-        let mut free: HashMap<String, Option<i64>> =
-            usage.tiers.iter().map(|t| (t.seat_tier.clone(), t.purchased.map(|p| (p - t.used).max(0)))).collect();
-        for d in &decided {
-            if d.decision.action == ppb::Action::Remove as i32
-                && let Some(m) = &d.current
-                && m.status == mpb::MemberStatus::Active as i32
-                && let Some(Some(n)) = free.get_mut(&m.seat_tier)
-            {
-                *n += 1;
-            }
-        }
-        let mut guardians_after = guardians;
-        let mut acting_loses = false;
-        for d in &decided {
-            let action = ppb::Action::try_from(d.decision.action).unwrap_or(ppb::Action::Unspecified);
-            let from_role = d.current.as_ref().map(|m| m.role.clone()).unwrap_or_default();
-            let from_tier = d.current.as_ref().map(|m| m.seat_tier.clone()).unwrap_or_default();
-            let is_acting =
-                !acting_member_id.is_empty() && d.current.as_ref().is_some_and(|m| m.id == acting_member_id);
-            let mut change = pb::PreviewChange {
-                user_ref: d.person.user_ref.clone(),
-                email: d.person.identity.email.clone(),
-                display_name: d.person.identity.display_name.clone(),
-                from_role: from_role.clone(),
-                to_role: d.decision.role.clone(),
-                from_seat_tier: from_tier.clone(),
-                to_seat_tier: String::new(),
-                reasons: d.decision.reasons.clone(),
-            };
-            let was_guardian = from_role == product.guardian_role && d.current.is_some();
-            match action {
-                ppb::Action::Remove => {
-                    change.to_role.clear();
-                    if was_guardian {
-                        guardians_after -= 1;
-                        acting_loses |= is_acting;
-                    }
-                    out.removed.push(change);
-                }
-                ppb::Action::Provision => {
-                    let tier = take_seat(&mut free, &product.seat_tiers, d.decision.seat_tier.as_ref());
-                    if d.decision.role == product.guardian_role {
-                        guardians_after += 1;
-                    }
-                    match tier {
-                        Some(t) => {
-                            change.to_seat_tier = t;
-                            out.added.push(change);
-                        }
-                        None => out.pending.push(change),
-                    }
-                }
-                ppb::Action::Update => {
-                    let becomes_guardian = d.decision.role == product.guardian_role;
-                    if was_guardian && !becomes_guardian {
-                        guardians_after -= 1;
-                        acting_loses |= is_acting;
-                    } else if !was_guardian && becomes_guardian {
-                        guardians_after += 1;
-                    }
-                    let new_tier = match d.decision.seat_tier.as_ref().and_then(|p| p.choice.as_ref()) {
-                        Some(ppb::seat_tier_preference::Choice::Mapped(t)) if *t != from_tier => Some(t.clone()),
-                        _ => None,
-                    };
-                    if d.decision.role != from_role {
-                        let mut c = change.clone();
-                        c.to_seat_tier = new_tier.clone().unwrap_or_else(|| from_tier.clone());
-                        out.re_roled.push(c);
-                    }
-                    if let Some(t) = new_tier {
-                        let tier_free = free.get(&t).cloned().flatten();
-                        if tier_free == Some(0) {
-                            out.pending.push(change);
-                        } else {
-                            if let Some(Some(n)) = free.get_mut(&t) {
-                                *n -= 1;
-                            }
-                            change.to_seat_tier = t;
-                            out.re_tiered.push(change);
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        // Mapped groups that match nothing in the parent's directories.
-        let mapped: Vec<common::GroupRef> = proposed
-            .role_mappings
-            .iter()
-            .flat_map(|m| m.groups.iter().cloned())
-            .chain(proposed.seat_tier_mappings.iter().flat_map(|m| m.groups.iter().cloned()))
-            .collect();
-        let ids: Vec<String> = mapped.iter().filter(|g| !g.id.is_empty()).map(|g| g.id.clone()).collect();
-        let names: Vec<String> =
-            mapped.iter().filter(|g| g.id.is_empty() && !g.name.is_empty()).map(|g| g.name.to_lowercase()).collect();
-        let (found_ids, found_names) = self.store().existing_groups(dir_ids, ids, names).await?;
-        let mut seen = HashSet::new();
-        for g in mapped {
-            let matched =
-                if g.id.is_empty() { found_names.contains(&g.name.to_lowercase()) } else { found_ids.contains(&g.id) };
-            if !matched && seen.insert((g.id.clone(), g.name.to_lowercase())) {
-                out.warnings.push(format!("mapped group {} matches no group of the directory", label(&g)));
-                out.unmatched_groups.push(g);
-            }
-        }
-        let scim = proposed.mode == ppb::ProvisioningMode::Scim as i32;
-        let brake = dirs.first().map(|d| d.brake).unwrap_or_default();
-        out.would_trip_brake = scim && brake.holds(out.removed.len() as u64, members.max(0) as u64);
-        if out.would_trip_brake {
-            out.warnings.push(format!(
-                "{} of {members} members would be removed: more than the directory's mass-removal brake allows; the run would be held for approval",
-                out.removed.len()
-            ));
-        }
-        out.acting_member_loses_guardian = acting_loses;
-        if acting_loses {
-            out.warnings.push(format!("you would lose the {} role", product.guardian_role));
-        }
-        out.org_left_without_guardian = guardians_after <= 0 && (members > 0 || !out.added.is_empty());
-        if out.org_left_without_guardian {
-            out.warnings.push(format!(
-                "the org would have no {}: the guardian guard would hold the change that removes or demotes the last one",
-                product.guardian_role
-            ));
-        }
-        Ok(out)
-    }
-
-    async fn decide_preview(
-        &self,
-        scratch: &mut SyncRun,
-        org_id: &str,
-        people: Vec<crate::engine::Person>,
-        proposed: &ppb::SettingsInput,
-    ) -> Result<Vec<Decided>, SyncError> {
-        // The trigger a settings-change run decides with: the preview must match it.
-        self.engine.decide_batch(scratch, org_id, common::Trigger::DirectorySync, people, Some(proposed.clone())).await
-    }
-}
-
-fn label(g: &common::GroupRef) -> String {
-    if g.name.is_empty() { format!("id {}", g.id) } else { format!("\"{}\"", g.name) }
-}
-
-/// The tier a newcomer would get, taking a seat; `None` when they would wait.
-fn take_seat(
-    free: &mut HashMap<String, Option<i64>>,
-    tiers: &[String],
-    pref: Option<&ppb::SeatTierPreference>,
-) -> Option<String> {
-    if tiers.is_empty() {
-        return Some(String::new());
-    }
-    let mut take = |t: &str| -> bool {
-        match free.get_mut(t) {
-            Some(Some(n)) if *n > 0 => {
-                *n -= 1;
-                true
-            }
-            Some(Some(_)) => false,
-            // No purchase recorded: unlimited.
-            Some(None) | None => true,
-        }
-    };
-    match pref.and_then(|p| p.choice.as_ref()) {
-        Some(ppb::seat_tier_preference::Choice::Mapped(t)) => take(t).then(|| t.clone()),
-        _ => tiers.iter().find(|t| take(t)).cloned(),
+        self.engine.preview(org_id, proposed, acting).await
     }
 }
 
@@ -693,26 +554,13 @@ pub fn item_kind_pb(k: ItemKind) -> pb::RunItemKind {
         ItemKind::WouldRemove => pb::RunItemKind::WouldRemove,
         ItemKind::HeldGuardian => pb::RunItemKind::HeldGuardian,
         ItemKind::Error => pb::RunItemKind::Error,
+        ItemKind::WouldSweep => pb::RunItemKind::WouldSweep,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn seats_are_taken_in_order_and_mapped_tiers_do_not_fall_back() {
-        let tiers = vec!["Premium".to_string(), "Standard".to_string()];
-        let mut free = HashMap::from([("Premium".to_string(), Some(1)), ("Standard".to_string(), Some(1))]);
-        let highest = ppb::SeatTierPreference { choice: Some(ppb::seat_tier_preference::Choice::HighestFree(true)) };
-        let premium =
-            ppb::SeatTierPreference { choice: Some(ppb::seat_tier_preference::Choice::Mapped("Premium".into())) };
-        assert_eq!(take_seat(&mut free, &tiers, Some(&highest)).as_deref(), Some("Premium"));
-        assert_eq!(take_seat(&mut free, &tiers, Some(&premium)), None);
-        assert_eq!(take_seat(&mut free, &tiers, Some(&highest)).as_deref(), Some("Standard"));
-        assert_eq!(take_seat(&mut free, &tiers, Some(&highest)), None);
-        assert_eq!(take_seat(&mut free, &[], None).as_deref(), Some(""));
-    }
 
     #[test]
     fn actors_are_named() {

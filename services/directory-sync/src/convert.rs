@@ -6,10 +6,10 @@ use muster_proto::directory::v1 as pb;
 
 use crate::app::{RunView, StatusView, item_kind_pb};
 use crate::domain::brake::Brake;
-use crate::domain::directory::{Directory, Kind, State};
-use crate::domain::run::{Counts, RunState, SyncRun, Trigger};
+use crate::domain::directory::{Authority, Directory, Kind, State};
+use crate::domain::run::{Counts, Phase, RunState, SyncRun, Trigger};
 use crate::error::SyncError;
-use crate::store::{DirEvent, MirrorGroup, MirrorUser, ScimRequestRow};
+use crate::store::{DirEvent, DirectoryAuditEntry, MirrorGroup, MirrorUser, ScimRequestRow};
 
 /// A proto timestamp.
 pub fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
@@ -38,18 +38,59 @@ pub fn kind_pb(k: Kind) -> pb::DirectoryKind {
 
 /// Brake settings from the wire (defaults for unset fields).
 pub fn brake(b: Option<&pb::BrakeSettings>) -> Result<Brake, SyncError> {
-    let (p, m) = b.map(|b| (b.max_removal_percent, b.min_removals)).unwrap_or((None, None));
-    Brake::from_input(p, m).ok_or_else(|| {
-        SyncError::invalid(
+    let (p, m, w) = b.map(|b| (b.max_removal_percent, b.min_removals, b.window_seconds)).unwrap_or((None, None, None));
+    if p.is_some_and(|p| !(1..=100).contains(&p)) {
+        return Err(SyncError::invalid(
             "brake_percent_out_of_range",
             "brake.max_removal_percent",
             "max_removal_percent must be 1 to 100",
+        ));
+    }
+    Brake::from_input(p, m, w).ok_or_else(|| {
+        SyncError::invalid(
+            "brake_window_out_of_range",
+            "brake.window_seconds",
+            format!("window_seconds must be 60 to {}", crate::domain::brake::MAX_WINDOW_SECS),
         )
     })
 }
 
+/// A directory authority from the wire.
+pub fn authority(raw: i32) -> Result<Authority, SyncError> {
+    match pb::DirectoryAuthority::try_from(raw) {
+        Ok(pb::DirectoryAuthority::ProvisioningOnly) => Ok(Authority::ProvisioningOnly),
+        Ok(pb::DirectoryAuthority::Authoritative) => Ok(Authority::Authoritative),
+        _ => Err(SyncError::invalid(
+            "authority_required",
+            "authority",
+            "authority must be provisioning_only or authoritative",
+        )),
+    }
+}
+
+fn authority_pb(a: Authority) -> pb::DirectoryAuthority {
+    match a {
+        Authority::ProvisioningOnly => pb::DirectoryAuthority::ProvisioningOnly,
+        Authority::Authoritative => pb::DirectoryAuthority::Authoritative,
+    }
+}
+
+/// An audit entry for the wire.
+pub fn audit_pb(e: DirectoryAuditEntry) -> pb::DirectoryAuditEntry {
+    pb::DirectoryAuditEntry {
+        sequence: e.seq,
+        directory_id: e.directory_id,
+        action: e.action,
+        actor: e.actor,
+        before_json: e.before_json,
+        after_json: e.after_json,
+        time: Some(ts(e.at)),
+    }
+}
+
 /// A directory for the wire.
 pub fn directory_pb(d: Directory, scim_base_url: String) -> pb::Directory {
+    let removes_unknown = d.removes_unknown();
     pb::Directory {
         id: d.id,
         parent_id: d.parent_id,
@@ -60,6 +101,7 @@ pub fn directory_pb(d: Directory, scim_base_url: String) -> pb::Directory {
         brake: Some(pb::BrakeSettings {
             max_removal_percent: Some(d.brake.max_percent),
             min_removals: Some(d.brake.min_removals),
+            window_seconds: Some(d.brake.window_secs),
         }),
         state: match d.state {
             State::Active => pb::DirectoryState::Active,
@@ -70,6 +112,9 @@ pub fn directory_pb(d: Directory, scim_base_url: String) -> pb::Directory {
         create_time: Some(ts(d.created_at)),
         update_time: Some(ts(d.updated_at)),
         scim_log_days: d.scim_log_days,
+        authority: authority_pb(d.authority) as i32,
+        proven_time: d.proven_at.map(ts),
+        removes_unknown,
     }
 }
 
@@ -102,6 +147,7 @@ fn counts_pb(c: &Counts) -> pb::RunCounts {
         held: c.held,
         errors: c.errors,
         unchanged: c.unchanged,
+        kept: c.kept,
     }
 }
 
@@ -111,6 +157,20 @@ fn trigger_pb(t: Trigger) -> pb::RunTrigger {
         Trigger::Interval => pb::RunTrigger::Interval,
         Trigger::SyncNow => pb::RunTrigger::SyncNow,
         Trigger::SettingsChange => pb::RunTrigger::SettingsChange,
+        Trigger::QueuedChanges => pb::RunTrigger::QueuedChanges,
+        Trigger::AuthorityChange => pb::RunTrigger::AuthorityChange,
+        Trigger::Deletion => pb::RunTrigger::DirectoryDeletion,
+    }
+}
+
+fn phase_pb(p: Phase) -> pb::RunPhase {
+    match p {
+        Phase::Starting => pb::RunPhase::Unspecified,
+        Phase::WaitingForLease => pb::RunPhase::WaitingForLease,
+        Phase::Listing => pb::RunPhase::Listing,
+        Phase::Reconciling => pb::RunPhase::Reconciling,
+        Phase::Removing => pb::RunPhase::Removing,
+        Phase::Done => pb::RunPhase::Done,
     }
 }
 
@@ -138,6 +198,8 @@ pub fn run_pb(r: SyncRun) -> pb::SyncRun {
                 brake_held: o.brake_held,
                 removals_decided: o.removals_decided,
                 members_at_check: o.members_at_check,
+                removed_in_window: o.removed_in_window,
+                held_in_run: o.held_in_run.clone(),
             })
             .collect(),
         id: r.id,
@@ -153,6 +215,9 @@ pub fn run_pb(r: SyncRun) -> pb::SyncRun {
         start_time: Some(ts(r.started_at)),
         end_time: r.ended_at.map(ts),
         decided_by: r.decided_by,
+        phase: phase_pb(r.phase) as i32,
+        listing_held: r.held_listing.is_some(),
+        actor: r.actor,
     }
 }
 
@@ -168,6 +233,8 @@ pub fn run_view_pb(v: RunView) -> pb::SyncRun {
             email: i.email,
             kind: item_kind_pb(i.kind) as i32,
             detail: i.detail,
+            member_id: i.member_id,
+            display_name: i.display_name,
         })
         .collect();
     out.items_total = v.items_total;

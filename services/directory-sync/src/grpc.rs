@@ -54,6 +54,7 @@ impl DirectoryService for DirectoryGrpc {
                 r.sync_interval_seconds,
                 brake,
                 r.scim_log_days,
+                &actor_name(r.actor.as_ref()),
             )
             .await?;
         Ok(Response::new(pb::CreateDirectoryResponse {
@@ -93,6 +94,7 @@ impl DirectoryService for DirectoryGrpc {
                 r.sync_interval_seconds,
                 brake,
                 r.scim_log_days,
+                &actor_name(r.actor.as_ref()),
             )
             .await?;
         Ok(Response::new(self.dir_pb(d)))
@@ -102,26 +104,30 @@ impl DirectoryService for DirectoryGrpc {
         &self,
         r: Request<pb::DeleteDirectoryRequest>,
     ) -> Result<Response<pb::DeleteDirectoryResponse>, Status> {
-        self.app.delete(&r.into_inner().id).await?;
+        let r = r.into_inner();
+        self.app.delete(&r.id, &actor_name(r.actor.as_ref())).await?;
         Ok(Response::new(pb::DeleteDirectoryResponse {}))
     }
 
     async fn pause_directory(&self, r: Request<pb::PauseDirectoryRequest>) -> Result<Response<pb::Directory>, Status> {
-        Ok(Response::new(self.dir_pb(self.app.set_state(&r.into_inner().id, State::Paused).await?)))
+        let r = r.into_inner();
+        Ok(Response::new(self.dir_pb(self.app.set_state(&r.id, State::Paused, &actor_name(r.actor.as_ref())).await?)))
     }
 
     async fn resume_directory(
         &self,
         r: Request<pb::ResumeDirectoryRequest>,
     ) -> Result<Response<pb::Directory>, Status> {
-        Ok(Response::new(self.dir_pb(self.app.set_state(&r.into_inner().id, State::Active).await?)))
+        let r = r.into_inner();
+        Ok(Response::new(self.dir_pb(self.app.set_state(&r.id, State::Active, &actor_name(r.actor.as_ref())).await?)))
     }
 
     async fn rotate_scim_token(
         &self,
         r: Request<pb::RotateScimTokenRequest>,
     ) -> Result<Response<pb::RotateScimTokenResponse>, Status> {
-        let (d, token) = self.app.rotate_token(&r.into_inner().id).await?;
+        let r = r.into_inner();
+        let (d, token) = self.app.rotate_token(&r.id, &actor_name(r.actor.as_ref())).await?;
         Ok(Response::new(pb::RotateScimTokenResponse { scim_token: token, scim_base_url: self.app.scim_url(&d) }))
     }
 
@@ -255,7 +261,14 @@ impl DirectoryService for DirectoryGrpc {
         let r = r.into_inner();
         let settings =
             r.settings.ok_or_else(|| SyncError::invalid("settings_required", "settings", "settings are required"))?;
-        Ok(Response::new(self.app.preview(&r.org_id, settings, &r.acting_member_id).await?))
+        let acting = crate::engine::Acting {
+            member_id: r.acting_member_id,
+            name: match r.actor.and_then(|a| a.kind) {
+                Some(muster_proto::common::v1::actor::Kind::AdminId(id)) => id,
+                _ => String::new(),
+            },
+        };
+        Ok(Response::new(self.app.preview(&r.org_id, settings, acting).await?))
     }
 
     async fn get_reconcile_lag(
@@ -316,6 +329,32 @@ impl DirectoryService for DirectoryGrpc {
             }
         });
         Ok(Response::new(stream))
+    }
+
+    async fn set_directory_authority(
+        &self,
+        r: Request<pb::SetDirectoryAuthorityRequest>,
+    ) -> Result<Response<pb::SetDirectoryAuthorityResponse>, Status> {
+        let r = r.into_inner();
+        let authority = convert::authority(r.authority)?;
+        let (d, orgs, run) = self.app.set_authority(&r.id, authority, r.dry_run, &actor_name(r.actor.as_ref())).await?;
+        Ok(Response::new(pb::SetDirectoryAuthorityResponse {
+            directory: Some(self.dir_pb(d)),
+            orgs,
+            run_id: run.unwrap_or_default(),
+        }))
+    }
+
+    async fn list_directory_audit(
+        &self,
+        r: Request<pb::ListDirectoryAuditRequest>,
+    ) -> Result<Response<pb::ListDirectoryAuditResponse>, Status> {
+        let r = r.into_inner();
+        let page = self.app.audit(&r.directory_id, r.page_size, &r.page_token).await?;
+        Ok(Response::new(pb::ListDirectoryAuditResponse {
+            entries: page.items.into_iter().map(convert::audit_pb).collect(),
+            next_page_token: page.next_after.unwrap_or_default(),
+        }))
     }
 
     async fn list_scim_requests(

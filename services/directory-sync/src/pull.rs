@@ -23,10 +23,10 @@ use tokio::sync::watch;
 
 use crate::domain::directory::{Directory, Kind, State};
 use crate::domain::pull::{pull_interval, retry_delay};
-use crate::domain::run::{RunState, SyncRun, Trigger};
+use crate::domain::run::{ItemKind, Phase, RunItem, RunState, SyncRun, Trigger};
 use crate::engine::{Engine, Scope};
 use crate::error::SyncError;
-use crate::store::{DieselStore, PagePass, PullWrite, SyncStore};
+use crate::store::{DieselStore, ListingEnd, PagePass, PullWrite, SuspectListing, SyncStore};
 
 /// Most queued users one interval run reconciles; the worker takes the rest.
 const MAX_RUN_QUEUE: usize = 50_000;
@@ -112,14 +112,25 @@ impl Default for PullConfig {
 }
 
 /// The mirror as a connector's sink: one transaction per page, fenced by the lease.
+/// It also keeps the run's progress (users listed so far) current.
 struct MirrorSink {
     store: DieselStore,
+    engine: Arc<Engine>,
     dir: String,
     holder: String,
     generation: Option<i64>,
     lost: Arc<AtomicBool>,
     written: PullWrite,
+    /// The listing looked wrong: nothing it left out was removed.
+    held: Option<SuspectListing>,
+    /// The run, for its progress.
+    run: SyncRun,
+    last_progress: tokio::time::Instant,
 }
+
+/// How often a listing's progress is written to its run (a write per page would
+/// compete with the pages themselves on SQLite).
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
 fn sink_error(e: SyncError) -> SinkError {
     SinkError(e.to_string())
@@ -143,8 +154,15 @@ impl DirectorySink for MirrorSink {
             Some(generation) => PagePass::Listing { generation },
             None => PagePass::Changes,
         };
+        let listed = page.users.len() as i64;
         let w = self.store.write_pull_page(&self.dir, &self.holder, pass, page).await.map_err(sink_error)?;
         self.written.add(&w);
+        self.run.processed += listed;
+        if self.last_progress.elapsed() >= PROGRESS_EVERY {
+            self.last_progress = tokio::time::Instant::now();
+            // Best effort: progress is for people watching; the pull goes on regardless.
+            let _ = self.engine.save(&self.run).await;
+        }
         Ok(())
     }
 
@@ -153,12 +171,18 @@ impl DirectorySink for MirrorSink {
             PullEnd::ListingComplete { cursor } => {
                 let generation =
                     self.generation.ok_or_else(|| SinkError("listing completed without a begin".into()))?;
-                let w = self
+                match self
                     .store
                     .complete_listing(&self.dir, &self.holder, generation, cursor.map(|c| c.as_str().to_string()))
                     .await
-                    .map_err(sink_error)?;
-                self.written.add(&w);
+                    .map_err(sink_error)?
+                {
+                    ListingEnd::Swept(w) => self.written.add(&w),
+                    ListingEnd::Held(suspect) => {
+                        tracing::warn!(directory = %self.dir, reasons = ?suspect.reasons, "full listing held: it looks wrong");
+                        self.held = Some(suspect);
+                    }
+                }
             }
             PullEnd::ChangesApplied { cursor } => {
                 self.store
@@ -298,24 +322,48 @@ impl Puller {
         }
     }
 
-    /// "Sync now" for a pull directory: waits for the lease (another replica may be
-    /// pulling it), then a full listing and a full reconcile, recorded on `run`.
+    /// "Sync now" for a pull directory: waits for the lease (another pull of the
+    /// directory, in this replica or another, may be running; the run says so while it
+    /// waits), then a full listing and a full reconcile, recorded on `run`. A holder that
+    /// died lets its lease lapse, so the wait ends by itself; only shutdown cuts it short.
     pub async fn sync_now(&self, mut run: SyncRun) -> SyncRun {
         let dir = run.directory_id.clone();
-        let give_up = tokio::time::Instant::now() + self.config.lease_ttl * 3;
         let lease = self.lease_name();
+        let mut said = String::new();
         loop {
             match self.engine.store.take_lease(&dir, &lease, chrono::Utc::now(), self.config.lease_ttl).await {
                 Ok(true) => break,
-                Ok(false) if tokio::time::Instant::now() < give_up => {
-                    tokio::time::sleep(self.config.poll.min(Duration::from_millis(500))).await;
-                }
                 Ok(false) => {
-                    return self.fail(run, "another replica is pulling this directory; try again shortly".into()).await;
+                    let state = self.engine.store.pull_state(&dir).await.ok().flatten();
+                    let holder = state.as_ref().and_then(|s| s.lease_holder.clone()).unwrap_or_default();
+                    let until = state
+                        .and_then(|s| s.lease_expires)
+                        .map(|t| format!(" (renewed while it pulls; lapses {} if it stops)", t.format("%H:%M:%S UTC")))
+                        .unwrap_or_default();
+                    let who = if holder.starts_with(&self.holder) {
+                        "this replica's scheduled pull".to_string()
+                    } else {
+                        holder.split('/').next().unwrap_or(&holder).to_string()
+                    };
+                    let message = format!("waiting for the pull lease held by {who}{until}");
+                    if message != said {
+                        tracing::info!(directory = %dir, run = %run.id, holder = %holder, "sync now waits for the pull lease");
+                        said = message.clone();
+                        run.phase = Phase::WaitingForLease;
+                        run.outcome = message;
+                        let _ = self.engine.save(&run).await;
+                    }
+                    if self.engine.is_shutting_down() {
+                        return self
+                            .fail(run, "interrupted: the service stopped while waiting for the pull lease".into())
+                            .await;
+                    }
+                    tokio::time::sleep(self.config.poll.min(Duration::from_millis(500))).await;
                 }
                 Err(e) => return self.fail(run, format!("cannot take the pull lease: {e}")).await,
             }
         }
+        run.phase = Phase::Listing;
         run.outcome = "pulling".into();
         let _ = self.engine.save(&run).await;
         let run = self.pull_and_reconcile(run, true, &lease).await;
@@ -325,6 +373,7 @@ impl Puller {
 
     async fn fail(&self, mut run: SyncRun, message: String) -> SyncRun {
         run.state = RunState::Failed;
+        run.phase = Phase::Done;
         run.ended_at = Some(chrono::Utc::now());
         run.outcome = format!("pull failed, nobody was removed: {message}");
         run.error = message;
@@ -401,19 +450,28 @@ impl Puller {
                 self.config.full_listing_every,
             )
         };
+        run.phase = Phase::Listing;
+        run.processed = 0;
+        run.total = 0;
+        let _ = self.engine.save(run).await;
         let mut sink = MirrorSink {
             store: store.clone(),
+            engine: self.engine.clone(),
             dir: dir.id.clone(),
             holder: lease.to_string(),
             generation: None,
             lost,
             written: PullWrite::default(),
+            held: None,
+            run: run.clone(),
+            last_progress: tokio::time::Instant::now(),
         };
         let outcome = match run_pull(connector.as_ref(), mode, &mut sink, &PullOptions::default()).await {
             Ok(o) => o,
             Err(e) => return Err(self.pull_failed(&dir, failures, interval, &e).await),
         };
         let w = sink.written;
+        let held = sink.held.take();
         let pulled = format!(
             "{} {}: {} users in {} pages; mirror: {} users changed, {} removed, {} groups and {} memberships changed",
             dir.kind.name(),
@@ -429,6 +487,14 @@ impl Puller {
         let next = chrono::Utc::now() + chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::hours(1));
         store.pull_ended(&dir.id, true, 0, next).await.map_err(|e| e.to_string())?;
         run.outcome = pulled.clone();
+        let pulled = match held {
+            Some(suspect) => self.hold_listing(run, suspect, &pulled).await.map_err(|e| e.to_string())?,
+            None => {
+                // A listing that looked right supersedes one held earlier.
+                self.supersede_held_listing(&dir.id, &run.id).await.map_err(|e| e.to_string())?;
+                pulled
+            }
+        };
         let _ = self.engine.save(run).await;
 
         // Reconcile: Sync now covers everyone; an interval run the users the pull touched.
@@ -449,6 +515,68 @@ impl Puller {
             done
         };
         Ok(done)
+    }
+
+    /// A full listing looked wrong: nothing it left out is removed until someone
+    /// approves. The directory's held run keeps it (one run holds a directory's
+    /// listing: a later suspect listing replaces the generation it holds). Returns the
+    /// outcome note.
+    async fn hold_listing(
+        &self,
+        run: &mut SyncRun,
+        suspect: SuspectListing,
+        pulled: &str,
+    ) -> Result<String, SyncError> {
+        let store = &self.engine.store;
+        let items: Vec<RunItem> = suspect
+            .sample
+            .iter()
+            .map(|(id, email, name)| RunItem {
+                org_id: String::new(),
+                user_ref: id.clone(),
+                email: email.clone(),
+                display_name: name.clone(),
+                kind: ItemKind::WouldSweep,
+                detail: "not in the latest full listing".into(),
+                member_id: String::new(),
+            })
+            .collect();
+        let why = suspect.reasons.join("; ");
+        if let Some(mut earlier) = store.held_listing_run(&run.directory_id).await?
+            && earlier.id != run.id
+        {
+            earlier.held_listing = Some(suspect.generation);
+            earlier.outcome =
+                format!("held: the full listing still looks wrong ({why}); approve to apply the latest one");
+            store.replace_sweep_items(&earlier.id, items).await?;
+            self.engine.save(&earlier).await?;
+            return Ok(format!(
+                "{pulled}; the full listing looks wrong ({why}), nothing it left out was removed: it waits in held run {}",
+                earlier.id
+            ));
+        }
+        run.held_listing = Some(suspect.generation);
+        store.replace_sweep_items(&run.id, items).await?;
+        Ok(format!(
+            "{pulled}; the full listing looks wrong ({why}): {} users it left out were not removed; approve the run to apply it",
+            suspect.stale_users
+        ))
+    }
+
+    async fn supersede_held_listing(&self, dir: &str, run_id: &str) -> Result<(), SyncError> {
+        let store = &self.engine.store;
+        if let Some(mut earlier) = store.held_listing_run(dir).await?
+            && earlier.id != run_id
+            && store.transition_run(&earlier.id, RunState::Held, RunState::Rejected, "system:superseded").await?
+        {
+            earlier.state = RunState::Rejected;
+            earlier.decided_by = "system:superseded".into();
+            earlier.held_listing = None;
+            earlier.ended_at = Some(chrono::Utc::now());
+            earlier.outcome = format!("superseded: run {run_id}'s full listing looked right and was applied");
+            self.engine.save(&earlier).await?;
+        }
+        Ok(())
     }
 
     /// Records a failed pull: the message on the directory, the retry scheduled.

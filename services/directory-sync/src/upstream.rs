@@ -24,7 +24,13 @@ pub struct OrgTarget {
     pub settings_version: i64,
     /// Its settings.
     pub settings: ppb::Settings,
+    /// Its product's guardian role (Owner, or Admin on Console): demotions out of it
+    /// count as removals for the brake.
+    pub guardian_role: String,
 }
+
+/// What LookupMembers says of one identity: the member in the org, and the person.
+pub type LookupAnswer = (Option<mpb::Member>, Option<mpb::User>);
 
 /// Policy and membership, as directory-sync uses them.
 #[async_trait]
@@ -44,9 +50,13 @@ pub trait Upstreams: Send + Sync + 'static {
         &self,
         org_id: &str,
         identities: Vec<mpb::Identity>,
-    ) -> Result<Vec<Option<mpb::Member>>, SyncError>;
+    ) -> Result<Vec<LookupAnswer>, SyncError>;
     /// membership.Apply.
     async fn apply(&self, request: mpb::ApplyRequest) -> Result<mpb::ApplyResponse, SyncError>;
+    /// membership.PreviewApply: the batches, dry, in order; one answer per batch.
+    async fn preview_apply(&self, requests: Vec<mpb::ApplyRequest>) -> Result<Vec<mpb::ApplyResponse>, SyncError>;
+    /// How many members an org has (membership.ListMembers' total_size).
+    async fn member_count(&self, org_id: &str) -> Result<i64, SyncError>;
     /// One page of membership.ListMembers.
     async fn list_members(&self, org_id: &str, page_token: &str) -> Result<(Vec<mpb::Member>, String), SyncError>;
     /// membership.RetryPending.
@@ -105,6 +115,7 @@ fn membership_err(s: tonic::Status) -> SyncError {
 impl Upstreams for GrpcUpstreams {
     async fn orgs_of_parent(&self, parent_id: &str) -> Result<Vec<OrgTarget>, SyncError> {
         let mut out = Vec::new();
+        let mut products: Vec<ppb::Product> = Vec::new();
         let mut token = String::new();
         loop {
             let req = ppb::ListOrgsRequest { parent_id: parent_id.to_string(), page_size: 1000, page_token: token };
@@ -116,7 +127,22 @@ impl Upstreams for GrpcUpstreams {
             .await
             .map_err(policy_err)?
             .into_inner();
+            if products.is_empty() && !page.orgs.is_empty() {
+                products = retry_unavailable(self.retry, || {
+                    let mut c = self.policy.clone();
+                    async move { c.list_products(ppb::ListProductsRequest {}).await }
+                })
+                .await
+                .map_err(policy_err)?
+                .into_inner()
+                .products;
+            }
             for org in page.orgs {
+                let guardian_role = products
+                    .iter()
+                    .find(|p| p.kind == org.product)
+                    .map(|p| p.guardian_role.clone())
+                    .unwrap_or_default();
                 let req = ppb::GetSettingsRequest { org_id: org.id.clone() };
                 let settings = match retry_unavailable(self.retry, || {
                     let mut c = self.policy.clone();
@@ -130,7 +156,7 @@ impl Upstreams for GrpcUpstreams {
                     Err(s) if s.code() == tonic::Code::NotFound => continue,
                     Err(s) => return Err(policy_err(s)),
                 };
-                out.push(OrgTarget { org_id: org.id, settings_version: settings.version, settings });
+                out.push(OrgTarget { org_id: org.id, settings_version: settings.version, settings, guardian_role });
             }
             if page.next_page_token.is_empty() {
                 return Ok(out);
@@ -204,7 +230,7 @@ impl Upstreams for GrpcUpstreams {
         &self,
         org_id: &str,
         identities: Vec<mpb::Identity>,
-    ) -> Result<Vec<Option<mpb::Member>>, SyncError> {
+    ) -> Result<Vec<LookupAnswer>, SyncError> {
         let req = mpb::LookupMembersRequest { org_id: org_id.to_string(), identities };
         let n = req.identities.len();
         let results = retry_unavailable(self.retry, || {
@@ -223,7 +249,45 @@ impl Upstreams for GrpcUpstreams {
                 status: tonic::Status::internal(format!("LookupMembers answered {} of {n} identities", results.len())),
             });
         }
-        Ok(results.into_iter().map(|r| r.member).collect())
+        Ok(results.into_iter().map(|r| (r.member, r.user)).collect())
+    }
+
+    async fn preview_apply(&self, requests: Vec<mpb::ApplyRequest>) -> Result<Vec<mpb::ApplyResponse>, SyncError> {
+        let n = requests.len();
+        let answers = retry_unavailable(self.retry, || {
+            let mut c = self.membership.clone();
+            let stream = tokio_stream::iter(requests.clone());
+            async move {
+                let mut answers = c.preview_apply(stream).await?.into_inner();
+                let mut out = Vec::new();
+                while let Some(a) = answers.message().await? {
+                    out.push(a);
+                }
+                Ok(out)
+            }
+        })
+        .await
+        .map_err(membership_err)?;
+        if answers.len() != n {
+            return Err(SyncError::Upstream {
+                service: "membership",
+                status: tonic::Status::internal(format!("PreviewApply answered {} of {n} batches", answers.len())),
+            });
+        }
+        Ok(answers)
+    }
+
+    async fn member_count(&self, org_id: &str) -> Result<i64, SyncError> {
+        let req = mpb::ListMembersRequest { org_id: org_id.to_string(), page_size: 1, ..Default::default() };
+        Ok(retry_unavailable(self.retry, || {
+            let mut c = self.membership.clone();
+            let r = req.clone();
+            async move { c.list_members(r).await }
+        })
+        .await
+        .map_err(membership_err)?
+        .into_inner()
+        .total_size)
     }
 
     async fn apply(&self, request: mpb::ApplyRequest) -> Result<mpb::ApplyResponse, SyncError> {

@@ -3,8 +3,8 @@
 //!
 //! Settings changes are noticed by polling: every `settings_poll` the worker reads the
 //! settings version of each org of each active directory's parent, and when it differs
-//! from the version it last reconciled (kept in `org_watch`), it runs a full reconcile
-//! of the directory for that org and records the version. Policy calls nobody, so a
+//! from the version last reconciled (kept in `org_watch`), it runs one full reconcile
+//! of the parent for that org and records the version for every directory of the parent. Policy calls nobody, so a
 //! poll is the honest way to learn of a change without a new dependency; the cost is
 //! one ListOrgs and one GetSettings per org per interval.
 
@@ -98,6 +98,10 @@ pub async fn run_worker(
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "event pruning failed"),
             }
+            match engine.store.prune_removal_log(chrono::Utc::now()).await {
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "removal log pruning failed"),
+            }
             // Each directory keeps its SCIM request log its own scim_log_days.
             match engine.store.prune_scim_requests(chrono::Utc::now()).await {
                 Ok(n) if n > 0 => tracing::info!(deleted = n, "old scim request log entries pruned"),
@@ -165,7 +169,13 @@ async fn drain_directory(engine: &Engine, dir: &str, holder: &str, lease_ttl: Du
             break;
         }
         let seqs: Vec<i64> = entries.iter().map(|e| e.seq).collect();
-        let run = engine.start_run(&dir, Trigger::ScimPush, "system:scim_push").await?;
+        // A SCIM directory's queue is its pushes; a pull directory's is what a pull left
+        // for the worker (more than its run takes, or its run failed).
+        let trigger = match engine.store.get_directory(&dir).await?.kind {
+            crate::domain::directory::Kind::Scim => Trigger::ScimPush,
+            _ => Trigger::QueuedChanges,
+        };
+        let run = engine.start_run(&dir, trigger, &format!("system:{}", trigger.name())).await?;
         let run = engine.execute(run, Scope::Users(entries)).await;
         match run.state {
             // Done (or held for approval, which keeps what it would remove on the
@@ -181,7 +191,11 @@ async fn drain_directory(engine: &Engine, dir: &str, holder: &str, lease_ttl: Du
     Ok(())
 }
 
-/// Reconciles each directory for every scim org whose settings changed since last time.
+/// Reconciles every scim org whose settings changed since last time, once per org:
+/// a parent's directories decide together, so one run of the parent covers the org
+/// (recorded on the first active directory that noticed), and every directory of the
+/// parent records the version. An org seen for the first time is recorded without a
+/// run: a directory (or an org) that is new is not a settings change.
 async fn check_settings(engine: &Engine) -> Result<(), SyncError> {
     let mut after = None;
     loop {
@@ -203,7 +217,7 @@ async fn check_settings(engine: &Engine) -> Result<(), SyncError> {
                 if seen == Some(org.settings_version) {
                     continue;
                 }
-                if org.settings.mode == muster_proto::policy::v1::ProvisioningMode::Scim as i32 {
+                if seen.is_some() && org.settings.mode == muster_proto::policy::v1::ProvisioningMode::Scim as i32 {
                     let lock = engine.directory_lock(&dir.id);
                     let _guard = lock.lock().await;
                     let run = engine.start_run(&dir.id, Trigger::SettingsChange, "system:settings_change").await?;
@@ -215,7 +229,9 @@ async fn check_settings(engine: &Engine) -> Result<(), SyncError> {
                         continue;
                     }
                 }
-                engine.store.set_watched_version(&dir.id, &org.org_id, org.settings_version).await?;
+                for d in engine.store.parent_directories(&dir.parent_id).await? {
+                    engine.store.set_watched_version(&d.id, &org.org_id, org.settings_version).await?;
+                }
             }
         }
         match page.next_after {

@@ -26,6 +26,8 @@ fn batch(role: &str) -> Vec<Desired> {
                 email: format!("user{i}@bench.test"),
                 display_name: format!("User {i}"),
             },
+            also_known_as: Vec::new(),
+            member_id: None,
             want: Want::Member,
             role: role.into(),
             tier: TierPref::HighestFree,

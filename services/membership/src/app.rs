@@ -17,6 +17,8 @@ use crate::store::{AuditFilter, AuditRecord, EventRecord, Ledger, MemberFilter, 
 
 /// Most items one Apply or LookupMembers call takes.
 pub const MAX_BATCH: usize = 10_000;
+/// Most items one PreviewApply stream takes (an org of a million members).
+pub const MAX_PREVIEW_ITEMS: usize = 1_000_000;
 
 /// Seats of one tier.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -242,12 +244,12 @@ impl Membership {
         self.store.list_members(org_id.to_string(), filter, after, limit).await
     }
 
-    /// The members of these identities.
+    /// The person each identity resolves to and their member in the org.
     pub async fn lookup(
         &self,
         org_id: &str,
         identities: Vec<IdentityIn>,
-    ) -> Result<Vec<Option<Member>>, MembershipError> {
+    ) -> Result<Vec<crate::store::Lookup>, MembershipError> {
         if identities.len() > MAX_BATCH {
             return Err(MembershipError::invalid(
                 "batch_too_large",
@@ -294,6 +296,17 @@ impl Membership {
         };
         let copy = product.clone();
         self.transact(product.clone(), actor, move |s| {
+            let in_use = s.seats().tiers().iter().find(|t| t.tier == tier).map(|t| t.used).unwrap_or(0);
+            if let Some(p) = purchased
+                && p < in_use
+            {
+                return Err(MembershipError::Refused {
+                    rule: "seats_below_use",
+                    message: format!(
+                        "{tier} has {in_use} seats in use; {p} is fewer. Remove members or move them to another tier first"
+                    ),
+                });
+            }
             s.ledger()?.set_seats(&org, &tier, purchased)?;
             // Reload so the session's ledger sees the new count, then retry waiting members.
             let fresh = s.ledger()?.seat_ledger(&org, &copy.seat_tiers)?;
@@ -341,6 +354,38 @@ impl Membership {
         self.transact(product, actor, move |s| ops::apply_once(s, &org, &key, &request_hash, &items, &directory)).await
     }
 
+    /// A dry run of Apply (see [`ops::preview_batches`]): the batches, in order, with
+    /// the directory applying each; nothing is written.
+    pub async fn preview_apply(
+        &self,
+        org_id: &str,
+        actor: String,
+        batches: Vec<(String, Vec<Desired>)>,
+    ) -> Result<Vec<Vec<ItemResult>>, MembershipError> {
+        let total: usize = batches.iter().map(|(_, b)| b.len()).sum();
+        if total > MAX_PREVIEW_ITEMS {
+            return Err(MembershipError::invalid(
+                "preview_too_large",
+                "items",
+                format!("at most {MAX_PREVIEW_ITEMS} items per preview, got {total}"),
+            ));
+        }
+        if let Some((_, b)) = batches.iter().find(|(_, b)| b.len() > MAX_BATCH) {
+            return Err(MembershipError::invalid(
+                "batch_too_large",
+                "items",
+                format!("at most {MAX_BATCH} items per batch, got {}", b.len()),
+            ));
+        }
+        let product = self.catalog.product(org_id).await?;
+        self.store
+            .dry_run(move |ledger| {
+                let mut session = Session::begin_dry(ledger, &product, actor)?;
+                ops::preview_batches(&mut session, &batches)
+            })
+            .await
+    }
+
     /// A JIT login: asks policy, then applies its decision.
     pub async fn login(
         &self,
@@ -360,7 +405,7 @@ impl Membership {
             identity.directory_id = "sso".into();
         }
         let product = self.catalog.product(org_id).await?;
-        let current = self.lookup(org_id, vec![identity.clone()]).await?.into_iter().next().flatten();
+        let current = self.lookup(org_id, vec![identity.clone()]).await?.into_iter().next().and_then(|(m, _)| m);
         let subject = ppb::Subject {
             user_ref: identity.user_ref(),
             assigned,
@@ -403,23 +448,29 @@ impl Membership {
         };
         let desired = Desired {
             identity: identity.clone(),
+            also_known_as: Vec::new(),
+            member_id: None,
             want,
             role: decision.role.clone(),
             tier: crate::convert::tier_pref(decision.seat_tier.as_ref()),
             reasons: decision.reasons.clone(),
         };
         let actor = format!("login:{}", identity.user_ref());
-        let (member, outcome) = self
+        let (member, outcome, note) = self
             .transact(product, actor, move |s| {
                 let result = ops::apply_one(s, &desired, Source::Jit, None)?;
                 let member = match s.resolve_user(&desired.identity, false)? {
                     Some(user) => s.member_of_user(&user)?,
                     None => None,
                 };
-                Ok((member, result.outcome))
+                Ok((member, result.outcome, result.error))
             })
             .await?;
         let mut reasons = decision.reasons;
+        if want == Want::Gone && member.is_some() && !note.is_empty() {
+            // Matched by email only: this login is not proof the member is gone.
+            reasons.push(format!("membership {note}"));
+        }
         let active = member.as_ref().is_some_and(|m| m.status == Status::Active);
         if decision.login_allowed && !active && member.is_some() {
             reasons.push("login denied for now: no seat of the tier is free (pending_seat)".into());

@@ -5,7 +5,7 @@ use muster_proto::membership::v1 as pb;
 use muster_proto::policy::v1 as ppb;
 
 use crate::app::SeatUsage;
-use crate::domain::member::{Member, Source, Status};
+use crate::domain::member::{Member, Source, Status, User};
 use crate::error::MembershipError;
 use crate::ops::{Desired, IdentityIn, ItemResult, Outcome, TierPref, Want};
 use crate::store::{AuditRecord, EventRecord};
@@ -59,12 +59,26 @@ pub fn source(raw: i32) -> Option<Source> {
     }
 }
 
+/// A person to the wire.
+pub fn user_pb(u: User) -> pb::User {
+    pb::User {
+        id: u.id,
+        email: u.email,
+        display_name: u.display_name,
+        links: u
+            .links
+            .into_iter()
+            .map(|l| pb::IdentityLink { directory_id: l.directory_id, external_id: l.external_id })
+            .collect(),
+    }
+}
+
 /// A member to the wire.
 pub fn member_pb(m: Member) -> pb::Member {
     pb::Member {
         id: m.id,
         org_id: m.org_id,
-        user: Some(pb::User { id: m.user.id, email: m.user.email, display_name: m.user.display_name }),
+        user: Some(user_pb(m.user)),
         role: m.role,
         seat_tier: m.seat_tier.unwrap_or_default(),
         status: status_pb(m.status) as i32,
@@ -126,7 +140,15 @@ pub fn desired(items: Vec<pb::DesiredMember>) -> Result<Vec<Desired>, Membership
                 TierPref::Keep if d.seat_tier.is_none() => TierPref::HighestFree,
                 other => other,
             };
-            Desired { identity: identity(d.identity), want, role: d.role, tier, reasons: d.reasons }
+            Desired {
+                identity: identity(d.identity),
+                also_known_as: d.also_known_as.into_iter().map(|i| identity(Some(i))).collect(),
+                member_id: non_empty(d.member_id.trim()),
+                want,
+                role: d.role,
+                tier,
+                reasons: d.reasons,
+            }
         })
         .collect())
 }
@@ -146,8 +168,13 @@ pub fn results_pb(results: Vec<ItemResult>) -> Vec<pb::ApplyResult> {
             } as i32,
             member_id: r.member_id,
             error: r.error,
+            member: r.member.map(member_pb),
         })
         .collect()
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
 }
 
 /// An audit record to the wire.

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::app::{MAX_BATCH, Membership};
+use crate::app::{MAX_BATCH, MAX_PREVIEW_ITEMS, Membership};
 use crate::convert;
 use crate::error::MembershipError;
 use crate::store::{AuditFilter, MemberFilter};
@@ -51,6 +51,7 @@ impl MembershipGrpc {
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::MemberEvent, Status>> + Send>>;
+type ApplyStream = Pin<Box<dyn Stream<Item = Result<pb::ApplyResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl MembershipService for MembershipGrpc {
@@ -127,7 +128,10 @@ impl MembershipService for MembershipGrpc {
         let identities = r.identities.into_iter().map(|i| convert::identity(Some(i))).collect();
         let found = self.app.lookup(&r.org_id, identities).await?;
         Ok(Response::new(pb::LookupMembersResponse {
-            results: found.into_iter().map(|m| pb::LookupResult { member: m.map(convert::member_pb) }).collect(),
+            results: found
+                .into_iter()
+                .map(|(m, u)| pb::LookupResult { member: m.map(convert::member_pb), user: u.map(convert::user_pb) })
+                .collect(),
         }))
     }
 
@@ -160,6 +164,54 @@ impl MembershipService for MembershipGrpc {
             .apply(&r.org_id, &r.idempotency_key, hash, &r.directory_id, convert::actor(r.actor), items)
             .await?;
         Ok(Response::new(pb::ApplyResponse { results: convert::results_pb(results), replayed }))
+    }
+
+    type PreviewApplyStream = ApplyStream;
+
+    async fn preview_apply(
+        &self,
+        r: Request<tonic::Streaming<pb::ApplyRequest>>,
+    ) -> Result<Response<ApplyStream>, Status> {
+        let mut stream = r.into_inner();
+        let mut org_id: Option<String> = None;
+        let mut actor = None;
+        let mut batches = Vec::new();
+        let mut total = 0usize;
+        while let Some(req) = stream.message().await? {
+            match &org_id {
+                None => org_id = Some(req.org_id.clone()),
+                Some(o) if *o != req.org_id => {
+                    return Err(MembershipError::invalid(
+                        "org_mismatch",
+                        "org_id",
+                        "every batch of one preview names the same org",
+                    )
+                    .into());
+                }
+                Some(_) => {}
+            }
+            total += req.items.len();
+            // Checked as the stream arrives, so an oversized preview is refused before it is all read.
+            if total > MAX_PREVIEW_ITEMS {
+                return Err(MembershipError::invalid(
+                    "preview_too_large",
+                    "items",
+                    format!("at most {MAX_PREVIEW_ITEMS} items per preview"),
+                )
+                .into());
+            }
+            actor = actor.or(req.actor);
+            batches.push((req.directory_id, convert::desired(req.items)?));
+        }
+        let Some(org_id) = org_id else {
+            return Ok(Response::new(Box::pin(tokio_stream::iter(Vec::new()))));
+        };
+        let answers = self.app.preview_apply(&org_id, convert::actor(actor), batches).await?;
+        let out: Vec<Result<pb::ApplyResponse, Status>> = answers
+            .into_iter()
+            .map(|results| Ok(pb::ApplyResponse { results: convert::results_pb(results), replayed: false }))
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(out))))
     }
 
     async fn login(&self, r: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {

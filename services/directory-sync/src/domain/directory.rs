@@ -74,6 +74,42 @@ impl State {
     }
 }
 
+/// Whether a directory may remove people it does not know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Authority {
+    /// It adds and updates people, and removes the people it itself deactivates or
+    /// deletes; members it has never known are not its to remove. SCIM directories
+    /// start so: a SCIM client pushes only what it is told to, so an absence proves nothing.
+    ProvisioningOnly,
+    /// SPEC §4: members who are not assigned users are removed. For a pull directory
+    /// this takes effect once a full listing has completed (see [`Directory::removes_unknown`]).
+    Authoritative,
+}
+
+impl Authority {
+    /// Stored name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Authority::ProvisioningOnly => "provisioning_only",
+            Authority::Authoritative => "authoritative",
+        }
+    }
+
+    /// From a stored name.
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "provisioning_only" => Some(Authority::ProvisioningOnly),
+            "authoritative" => Some(Authority::Authoritative),
+            _ => None,
+        }
+    }
+
+    /// What a new directory of `kind` starts with.
+    pub fn initial(kind: Kind) -> Self {
+        if kind == Kind::Scim { Authority::ProvisioningOnly } else { Authority::Authoritative }
+    }
+}
+
 /// A directory as stored.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Directory {
@@ -97,10 +133,25 @@ pub struct Directory {
     pub last_error: String,
     /// Days the SCIM request log is kept; 0 = the log is off.
     pub scim_log_days: u32,
+    /// Whether it may remove people it does not know.
+    pub authority: Authority,
+    /// Pull kinds: when a full listing first completed (none: never; its mirror is
+    /// unproven, and it removes only people it knows as deactivated or deleted).
+    pub proven_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Created.
     pub created_at: chrono::DateTime<chrono::Utc>,
     /// Last changed.
     pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Directory {
+    /// Whether its silence about a member counts: authoritative, and (for a pull
+    /// kind) proven by a completed full listing. A leaving directory removes only its own.
+    pub fn removes_unknown(&self) -> bool {
+        self.state != State::Leaving
+            && self.authority == Authority::Authoritative
+            && (self.kind == Kind::Scim || self.proven_at.is_some())
+    }
 }
 
 /// A rule a directory input breaks.

@@ -13,6 +13,13 @@ pub enum Trigger {
     SyncNow,
     /// An org's settings changed.
     SettingsChange,
+    /// Changes a pull directory's pull left in the queue (too many for its run, or
+    /// its run failed), reconciled by the worker.
+    QueuedChanges,
+    /// A directory was marked authoritative (or no longer).
+    AuthorityChange,
+    /// A directory is being deleted: its people leave unless another directory keeps them.
+    Deletion,
 }
 
 impl Trigger {
@@ -23,23 +30,66 @@ impl Trigger {
             Trigger::Interval => "interval",
             Trigger::SyncNow => "sync_now",
             Trigger::SettingsChange => "settings_change",
+            Trigger::QueuedChanges => "queued_changes",
+            Trigger::AuthorityChange => "authority_change",
+            Trigger::Deletion => "directory_deletion",
         }
     }
 
+    /// Every trigger.
+    pub const ALL: [Trigger; 7] = [
+        Trigger::ScimPush,
+        Trigger::Interval,
+        Trigger::SyncNow,
+        Trigger::SettingsChange,
+        Trigger::QueuedChanges,
+        Trigger::AuthorityChange,
+        Trigger::Deletion,
+    ];
+
     /// From a stored name.
     pub fn from_name(s: &str) -> Option<Self> {
-        Some(match s {
-            "scim_push" => Trigger::ScimPush,
-            "interval" => Trigger::Interval,
-            "sync_now" => Trigger::SyncNow,
-            "settings_change" => Trigger::SettingsChange,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|t| t.name() == s)
+    }
+}
+
+/// What a running run is doing now (shown as its progress).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Phase {
+    /// Not started (or a run recorded before phases were).
+    #[default]
+    Starting,
+    /// Waiting for another pull of the directory to end (its lease).
+    WaitingForLease,
+    /// Reading the IdP: `processed` counts users listed so far; the total is unknown.
+    Listing,
+    /// Deciding and applying: `processed` of `total` people.
+    Reconciling,
+    /// Applying removals that passed the brake.
+    Removing,
+    /// Ended.
+    Done,
+}
+
+impl Phase {
+    /// Stored name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::WaitingForLease => "waiting_for_lease",
+            Phase::Listing => "listing",
+            Phase::Reconciling => "reconciling",
+            Phase::Removing => "removing",
+            Phase::Done => "done",
+        }
     }
 
-    /// Whether the run reconciles the whole directory (and every member outside it).
-    pub fn is_full(self) -> bool {
-        !matches!(self, Trigger::ScimPush)
+    /// From a stored name ("" and unknown: starting).
+    pub fn from_name(s: &str) -> Self {
+        [Phase::WaitingForLease, Phase::Listing, Phase::Reconciling, Phase::Removing, Phase::Done]
+            .into_iter()
+            .find(|p| p.name() == s)
+            .unwrap_or(Phase::Starting)
     }
 }
 
@@ -105,6 +155,10 @@ pub struct Counts {
     pub errors: i64,
     /// Already right.
     pub unchanged: i64,
+    /// Assigned by no directory, but kept: none that knew them removed them, and no
+    /// directory of the parent is authoritative for people it does not know.
+    #[serde(default)]
+    pub kept: i64,
 }
 
 impl Counts {
@@ -117,6 +171,7 @@ impl Counts {
         self.held += o.held;
         self.errors += o.errors;
         self.unchanged += o.unchanged;
+        self.kept += o.kept;
     }
 }
 
@@ -133,6 +188,12 @@ pub struct OrgResult {
     pub removals_decided: i64,
     /// Members at the brake check.
     pub members_at_check: i64,
+    /// Removals made from the org within the brake's window before this run's.
+    #[serde(default)]
+    pub removed_in_window: i64,
+    /// Another run already held the org's removals: this run's joined it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub held_in_run: String,
 }
 
 /// Why a person is listed on a run.
@@ -144,6 +205,8 @@ pub enum ItemKind {
     HeldGuardian,
     /// Failed.
     Error,
+    /// A mirror user a held full listing would sweep.
+    WouldSweep,
 }
 
 impl ItemKind {
@@ -153,6 +216,7 @@ impl ItemKind {
             ItemKind::WouldRemove => "would_remove",
             ItemKind::HeldGuardian => "held_guardian",
             ItemKind::Error => "error",
+            ItemKind::WouldSweep => "would_sweep",
         }
     }
 
@@ -162,6 +226,7 @@ impl ItemKind {
             "would_remove" => ItemKind::WouldRemove,
             "held_guardian" => ItemKind::HeldGuardian,
             "error" => ItemKind::Error,
+            "would_sweep" => ItemKind::WouldSweep,
             _ => return None,
         })
     }
@@ -182,6 +247,8 @@ pub struct RunItem {
     pub kind: ItemKind,
     /// Reasons or error.
     pub detail: String,
+    /// The member concerned (empty for mirror users of a held listing).
+    pub member_id: String,
 }
 
 /// A run as stored.
@@ -209,6 +276,11 @@ pub struct SyncRun {
     pub actor: String,
     /// Who approved or rejected it.
     pub decided_by: String,
+    /// What it is doing now.
+    pub phase: Phase,
+    /// Held because its full listing looked wrong: that listing's generation (its
+    /// sweep waits for approval).
+    pub held_listing: Option<i64>,
     /// Started.
     pub started_at: chrono::DateTime<chrono::Utc>,
     /// Ended.
@@ -216,6 +288,27 @@ pub struct SyncRun {
 }
 
 impl SyncRun {
+    /// A new run of `directory`, running, started now.
+    pub fn new(id: String, directory: &str, trigger: Trigger, actor: &str) -> Self {
+        SyncRun {
+            id,
+            directory_id: directory.to_string(),
+            trigger,
+            state: RunState::Running,
+            orgs: Vec::new(),
+            outcome: "running".into(),
+            error: String::new(),
+            processed: 0,
+            total: 0,
+            actor: actor.to_string(),
+            decided_by: String::new(),
+            phase: Phase::Starting,
+            held_listing: None,
+            started_at: chrono::Utc::now(),
+            ended_at: None,
+        }
+    }
+
     /// Totals over every org.
     pub fn totals(&self) -> Counts {
         let mut c = Counts::default();
@@ -245,10 +338,24 @@ impl SyncRun {
             "{} created, {} updated, {} removed, {} pending seat, {} held, {} errors, {} unchanged",
             c.created, c.updated, c.removed, c.pending_seat, c.held, c.errors, c.unchanged
         );
+        if c.kept > 0 {
+            s.push_str(&format!(", {} kept (assigned by no directory, but no directory may remove them)", c.kept));
+        }
         if held_orgs > 0 {
             s.push_str(&format!(
                 "; removals in {held_orgs} org(s) held by the mass-removal brake until an administrator approves or rejects the run"
             ));
+        }
+        let mut joined: Vec<&str> =
+            self.orgs.iter().filter(|o| !o.held_in_run.is_empty()).map(|o| o.held_in_run.as_str()).collect();
+        joined.dedup();
+        for run in joined {
+            s.push_str(&format!("; removals added to run {run}, held by the mass-removal brake"));
+        }
+        if self.held_listing.is_some() {
+            s.push_str(
+                "; the full listing looked wrong, so nothing it left out was removed: approve the run to apply it",
+            );
         }
         s
     }
@@ -260,34 +367,24 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for t in [Trigger::ScimPush, Trigger::Interval, Trigger::SyncNow, Trigger::SettingsChange] {
+        for t in Trigger::ALL {
             assert_eq!(Trigger::from_name(t.name()), Some(t));
         }
+        for p in [Phase::WaitingForLease, Phase::Listing, Phase::Reconciling, Phase::Removing, Phase::Done] {
+            assert_eq!(Phase::from_name(p.name()), p);
+        }
+        assert_eq!(Phase::from_name(""), Phase::Starting);
         for s in [RunState::Running, RunState::Succeeded, RunState::Held, RunState::Failed, RunState::Rejected] {
             assert_eq!(RunState::from_name(s.name()), Some(s));
         }
-        for k in [ItemKind::WouldRemove, ItemKind::HeldGuardian, ItemKind::Error] {
+        for k in [ItemKind::WouldRemove, ItemKind::HeldGuardian, ItemKind::Error, ItemKind::WouldSweep] {
             assert_eq!(ItemKind::from_name(k.name()), Some(k));
         }
     }
 
     #[test]
     fn totals_add_up_over_orgs() {
-        let mut run = SyncRun {
-            id: "r".into(),
-            directory_id: "d".into(),
-            trigger: Trigger::SyncNow,
-            state: RunState::Running,
-            orgs: vec![],
-            outcome: String::new(),
-            error: String::new(),
-            processed: 0,
-            total: 0,
-            actor: String::new(),
-            decided_by: String::new(),
-            started_at: chrono::Utc::now(),
-            ended_at: None,
-        };
+        let mut run = SyncRun::new("r".into(), "d", Trigger::SyncNow, "");
         run.org_mut("a").counts.created = 2;
         run.org_mut("b").counts.created = 3;
         run.org_mut("a").counts.removed = 1;

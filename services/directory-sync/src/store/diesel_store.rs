@@ -10,12 +10,13 @@ use muster_runtime::{Db, DbConnection};
 use tokio::sync::watch;
 
 use super::schema::{
-    dir_events, dir_groups, dir_members, dir_users, directories, org_watch, reconcile_queue, run_items, sync_runs,
+    dir_events, dir_groups, dir_members, dir_users, directories, org_watch, pull_state, reconcile_queue, run_items,
+    sync_runs,
 };
 use super::{DirEvent, DirectoryPatch, MirrorGroup, MirrorUser, NewDirectory, Page, QueueEntry, SyncStore, UserFilter};
 use crate::domain::brake::Brake;
-use crate::domain::directory::{Directory, Kind, State};
-use crate::domain::run::{ItemKind, OrgResult, RunItem, RunState, SyncRun, Trigger};
+use crate::domain::directory::{Authority, Directory, Kind, State};
+use crate::domain::run::{ItemKind, OrgResult, Phase, RunItem, RunState, SyncRun, Trigger};
 use crate::error::SyncError;
 
 /// Most rows bound in one statement: well under SQLite's variable limit.
@@ -108,6 +109,8 @@ struct DirectoryRow {
     created_at: NaiveDateTime,
     updated_at: NaiveDateTime,
     scim_log_days: i32,
+    authority: String,
+    brake_window_secs: i64,
 }
 
 impl TryFrom<DirectoryRow> for Directory {
@@ -120,7 +123,11 @@ impl TryFrom<DirectoryRow> for Directory {
             brake: Brake {
                 max_percent: u32::try_from(r.brake_percent).map_err(|_| corrupt("brake"))?,
                 min_removals: u32::try_from(r.brake_min).map_err(|_| corrupt("brake"))?,
+                window_secs: u64::try_from(r.brake_window_secs).map_err(|_| corrupt("brake"))?,
             },
+            authority: Authority::from_name(&r.authority).ok_or_else(|| corrupt("authority"))?,
+            // Filled from pull_state by the loaders (`with_proof`).
+            proven_at: None,
             sync_interval_secs: u32::try_from(r.sync_interval_secs).map_err(|_| corrupt("interval"))?,
             scim_log_days: u32::try_from(r.scim_log_days).map_err(|_| corrupt("scim_log_days"))?,
             id: r.id,
@@ -288,6 +295,8 @@ struct RunRow {
     started_at: NaiveDateTime,
     ended_at: Option<NaiveDateTime>,
     heartbeat_at: Option<NaiveDateTime>,
+    phase: String,
+    held_listing: Option<i64>,
 }
 
 fn run_row(r: &SyncRun) -> Result<RunRow, SyncError> {
@@ -307,6 +316,8 @@ fn run_row(r: &SyncRun) -> Result<RunRow, SyncError> {
         ended_at: r.ended_at.map(|t| t.naive_utc()),
         // Every write of a run is a sign of life of the process running it.
         heartbeat_at: Some(now()),
+        phase: r.phase.name().to_string(),
+        held_listing: r.held_listing,
     })
 }
 
@@ -327,6 +338,8 @@ impl TryFrom<RunRow> for SyncRun {
             total: r.total,
             actor: r.actor,
             decided_by: r.decided_by,
+            phase: Phase::from_name(&r.phase),
+            held_listing: r.held_listing,
             started_at: utc(r.started_at),
             ended_at: r.ended_at.map(utc),
         })
@@ -344,6 +357,7 @@ struct ItemRow {
     display_name: String,
     kind: String,
     detail: String,
+    member_id: String,
 }
 
 #[derive(Queryable)]
@@ -360,12 +374,33 @@ struct EventRow {
 }
 
 fn load_directory(conn: &mut DbConnection, id: &str) -> Result<Directory, SyncError> {
-    directories::table
+    let d: Directory = directories::table
         .find(id)
         .first::<DirectoryRow>(conn)
         .optional()?
         .ok_or_else(|| SyncError::NotFound { what: "directory", id: id.to_string() })?
-        .try_into()
+        .try_into()?;
+    with_proof(conn, vec![d])?.pop().ok_or_else(|| SyncError::NotFound { what: "directory", id: id.to_string() })
+}
+
+/// Fills in when each pull directory's last full listing completed (its proof).
+fn with_proof(conn: &mut DbConnection, mut dirs: Vec<Directory>) -> Result<Vec<Directory>, SyncError> {
+    let ids: Vec<String> = dirs.iter().filter(|d| d.kind != Kind::Scim).map(|d| d.id.clone()).collect();
+    if ids.is_empty() {
+        return Ok(dirs);
+    }
+    let mut proofs: HashMap<String, NaiveDateTime> = HashMap::new();
+    for chunk in ids.chunks(CHUNK) {
+        let rows: Vec<(String, Option<NaiveDateTime>)> = pull_state::table
+            .filter(pull_state::directory_id.eq_any(chunk))
+            .select((pull_state::directory_id, pull_state::last_full_listing))
+            .load(conn)?;
+        proofs.extend(rows.into_iter().filter_map(|(d, t)| t.map(|t| (d, t))));
+    }
+    for d in &mut dirs {
+        d.proven_at = proofs.get(&d.id).copied().map(utc);
+    }
+    Ok(dirs)
 }
 
 fn page_of<T>(mut items: Vec<T>, limit: usize, key: impl Fn(&T) -> String) -> Page<T> {
@@ -408,6 +443,8 @@ impl SyncStore for DieselStore {
                     created_at: at,
                     updated_at: at,
                     scim_log_days: i32::try_from(d.scim_log_days).unwrap_or(i32::MAX),
+                    authority: Authority::initial(d.kind).name().to_string(),
+                    brake_window_secs: i64::try_from(d.brake.window_secs).unwrap_or(i64::MAX),
                 };
                 diesel::insert_into(directories::table).values(&row).execute(conn)?;
                 row.try_into()
@@ -437,7 +474,7 @@ impl SyncStore for DieselStore {
                 }
                 let rows = q.load::<DirectoryRow>(conn)?;
                 let items = rows.into_iter().map(Directory::try_from).collect::<Result<Vec<_>, _>>()?;
-                Ok(page_of(items, limit, |d: &Directory| d.id.clone()))
+                Ok(page_of(with_proof(conn, items)?, limit, |d: &Directory| d.id.clone()))
             })
             .await
     }
@@ -473,6 +510,7 @@ impl SyncStore for DieselStore {
                         directories::sync_interval_secs.eq(i64::from(d.sync_interval_secs)),
                         directories::brake_percent.eq(i32::try_from(d.brake.max_percent).unwrap_or(i32::MAX)),
                         directories::brake_min.eq(i32::try_from(d.brake.min_removals).unwrap_or(i32::MAX)),
+                        directories::brake_window_secs.eq(i64::try_from(d.brake.window_secs).unwrap_or(i64::MAX)),
                         directories::scim_log_days.eq(i32::try_from(d.scim_log_days).unwrap_or(i32::MAX)),
                         directories::updated_at.eq(now()),
                     ))
@@ -823,6 +861,7 @@ impl SyncStore for DieselStore {
                         display_name: it.display_name,
                         kind: it.kind.name().to_string(),
                         detail: it.detail,
+                        member_id: it.member_id,
                     })
                     .collect();
                 for chunk in rows.chunks(CHUNK) {
@@ -875,6 +914,7 @@ impl SyncStore for DieselStore {
                             email: r.email,
                             display_name: r.display_name,
                             detail: r.detail,
+                            member_id: r.member_id,
                         })
                     })
                     .collect::<Result<Vec<_>, SyncError>>()?;
@@ -1057,21 +1097,7 @@ mod heartbeat_tests {
     use crate::store::{NewDirectory, SyncStore};
 
     fn run(dir: &str) -> SyncRun {
-        SyncRun {
-            id: uuid::Uuid::now_v7().to_string(),
-            directory_id: dir.into(),
-            trigger: Trigger::ScimPush,
-            state: RunState::Running,
-            orgs: Vec::new(),
-            outcome: "running".into(),
-            error: String::new(),
-            processed: 0,
-            total: 0,
-            actor: "system:test".into(),
-            decided_by: String::new(),
-            started_at: Utc::now(),
-            ended_at: None,
-        }
+        SyncRun::new(uuid::Uuid::now_v7().to_string(), dir, Trigger::ScimPush, "system:test")
     }
 
     #[tokio::test]
@@ -1087,7 +1113,7 @@ mod heartbeat_tests {
                 display_name: "d".into(),
                 config_json: "{}".into(),
                 sync_interval_secs: 0,
-                brake: Brake { max_percent: 10, min_removals: 10 },
+                brake: Brake::default(),
                 scim_token_hash: None,
                 scim_log_days: 0,
             })

@@ -3,14 +3,20 @@
 //! [`DieselStore`], which implements it and the SCIM connector's
 //! [`muster_scim::DirectoryStore`] over SQLite or PostgreSQL.
 
+mod audit_store;
+mod brake_store;
 mod diesel_store;
+mod parent_store;
 mod pull_store;
 pub mod schema;
 mod scim_log_store;
 mod scim_store;
 
+pub use audit_store::DirectoryAuditEntry;
+pub use brake_store::Reservation;
 pub use diesel_store::DieselStore;
-pub use pull_store::{PagePass, PullState, PullWrite};
+pub use parent_store::UserWithGroups;
+pub use pull_store::{ListingEnd, PagePass, PullState, PullWrite, SuspectListing};
 pub use scim_log_store::{ScimLogSwitch, ScimRequestRow};
 
 use std::collections::{HashMap, HashSet};

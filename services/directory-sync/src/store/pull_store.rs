@@ -594,6 +594,161 @@ fn remove_group(conn: &mut DbConnection, dir: &str, id: &str, tx: &mut Tx) -> Re
     Ok(())
 }
 
+/// How a full listing ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListingEnd {
+    /// What it left out was removed.
+    Swept(PullWrite),
+    /// It looked wrong: nothing was removed, the sweep waits for approval.
+    Held(SuspectListing),
+}
+
+/// A full listing that looked wrong (rule 4 of the reconcile rules).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SuspectListing {
+    /// Its generation (the sweep to approve).
+    pub generation: i64,
+    /// Why, in sentences.
+    pub reasons: Vec<String>,
+    /// Mirror users it would remove, in all.
+    pub stale_users: i64,
+    /// Up to 1,000 of them: (mirror id, email, name).
+    pub sample: Vec<(String, String, String)>,
+}
+
+fn count_users(conn: &mut DbConnection, dir: &str, stale_before: Option<i64>) -> Result<i64, SyncError> {
+    let mut q = dir_users::table.filter(dir_users::directory_id.eq(dir)).count().into_boxed();
+    if let Some(g) = stale_before {
+        q = q.filter(dir_users::seen_generation.lt(g));
+    }
+    Ok(q.get_result(conn)?)
+}
+
+/// Whether a completed listing looks wrong: it had users but no groups while the
+/// mirror has groups (a permission or scope that stopped covering groups), or it would
+/// remove more users, or group memberships, than the directory's brake allows. Either
+/// would remove people at scale on the IdP's word, so it waits for a person.
+fn suspect_listing(conn: &mut DbConnection, dir: &str, generation: i64) -> Result<Option<SuspectListing>, SyncError> {
+    let brake = directories::table
+        .find(dir)
+        .select((directories::brake_percent, directories::brake_min))
+        .first::<(i32, i32)>(conn)?;
+    let brake = crate::domain::brake::Brake {
+        max_percent: u32::try_from(brake.0).unwrap_or(10),
+        min_removals: u32::try_from(brake.1).unwrap_or(10),
+        ..Default::default()
+    };
+    let users = count_users(conn, dir, None)?;
+    let stale_users = count_users(conn, dir, Some(generation))?;
+    let groups: i64 = dir_groups::table.filter(dir_groups::directory_id.eq(dir)).count().get_result(conn)?;
+    let listed_groups: i64 = dir_groups::table
+        .filter(dir_groups::directory_id.eq(dir))
+        .filter(dir_groups::seen_generation.ge(generation))
+        .count()
+        .get_result(conn)?;
+    let of_dir = dir_groups::table.filter(dir_groups::directory_id.eq(dir)).select(dir_groups::id);
+    let memberships: i64 = dir_members::table.filter(dir_members::group_id.eq_any(of_dir)).count().get_result(conn)?;
+    let of_dir = dir_groups::table.filter(dir_groups::directory_id.eq(dir)).select(dir_groups::id);
+    let stale_memberships: i64 = dir_members::table
+        .filter(dir_members::group_id.eq_any(of_dir))
+        .filter(dir_members::seen_generation.lt(generation))
+        .count()
+        .get_result(conn)?;
+    let mut reasons = Vec::new();
+    let listed_users = users - stale_users;
+    if listed_users > 0 && listed_groups == 0 && groups > 0 {
+        reasons
+            .push(format!("the listing had {listed_users} users but no groups, while the mirror has {groups} groups"));
+    }
+    if brake.holds(stale_users.max(0) as u64, users.max(0) as u64) {
+        reasons.push(format!(
+            "it would remove {stale_users} of the mirror's {users} users, more than the brake allows ({}%)",
+            brake.max_percent
+        ));
+    }
+    if brake.holds(stale_memberships.max(0) as u64, memberships.max(0) as u64) {
+        reasons.push(format!(
+            "it would end {stale_memberships} of the mirror's {memberships} group memberships, more than the brake allows ({}%)",
+            brake.max_percent
+        ));
+    }
+    if reasons.is_empty() {
+        return Ok(None);
+    }
+    let sample: Vec<(String, Option<String>, String)> = dir_users::table
+        .filter(dir_users::directory_id.eq(dir))
+        .filter(dir_users::seen_generation.lt(generation))
+        .order(dir_users::id)
+        .limit(1000)
+        .select((dir_users::id, dir_users::email_lower, dir_users::display_name))
+        .load(conn)?;
+    Ok(Some(SuspectListing {
+        generation,
+        reasons,
+        stale_users,
+        sample: sample.into_iter().map(|(id, e, n)| (id, e.unwrap_or_default(), n)).collect(),
+    }))
+}
+
+/// Removes what a listing of `generation` did not mention (users, groups, memberships),
+/// with their events and queue rows. The caller records the listing as complete
+/// (`last_full_listing`), which proves the directory: from then on its silence about
+/// a member counts, if it is authoritative.
+fn sweep(conn: &mut DbConnection, dir: &str, generation: i64) -> Result<PullWrite, SyncError> {
+    let mut tx = Tx::default();
+    loop {
+        let stale: Vec<String> = dir_users::table
+            .filter(dir_users::directory_id.eq(dir))
+            .filter(dir_users::seen_generation.lt(generation))
+            .select(dir_users::id)
+            .limit(CHUNK as i64)
+            .load(conn)?;
+        if stale.is_empty() {
+            break;
+        }
+        for id in stale {
+            remove_user(conn, dir, &id, &mut tx)?;
+        }
+    }
+    loop {
+        let stale: Vec<String> = dir_groups::table
+            .filter(dir_groups::directory_id.eq(dir))
+            .filter(dir_groups::seen_generation.lt(generation))
+            .select(dir_groups::id)
+            .limit(CHUNK as i64)
+            .load(conn)?;
+        if stale.is_empty() {
+            break;
+        }
+        for id in stale {
+            remove_group(conn, dir, &id, &mut tx)?;
+        }
+    }
+    loop {
+        let groups = dir_groups::table.filter(dir_groups::directory_id.eq(dir)).select(dir_groups::id);
+        let stale: Vec<(String, String)> = dir_members::table
+            .filter(dir_members::group_id.eq_any(groups))
+            .filter(dir_members::seen_generation.lt(generation))
+            .select((dir_members::group_id, dir_members::member_id))
+            .limit(CHUNK as i64)
+            .load(conn)?;
+        if stale.is_empty() {
+            break;
+        }
+        for (g, m) in stale {
+            diesel::delete(
+                dir_members::table.filter(dir_members::group_id.eq(&g)).filter(dir_members::member_id.eq(&m)),
+            )
+            .execute(conn)?;
+            touch_group(conn, &g, -1)?;
+            tx.events.push(member_event(dir, "group.member_removed", &g, &m));
+            tx.touched.push(m);
+            tx.write.memberships_changed += 1;
+        }
+    }
+    tx.commit(conn, dir)
+}
+
 fn load_state(conn: &mut DbConnection, dir: &str) -> Result<Option<PullState>, SyncError> {
     let row = pull_state::table.find(dir).first::<StateRow>(conn).optional()?;
     Ok(row.map(|r| PullState {
@@ -796,74 +951,46 @@ impl DieselStore {
         .await
     }
 
-    /// A full listing reached its end: removes the users, groups and memberships it
-    /// did not mention (reading only those), and stores the cursor, in one transaction.
+    /// A full listing reached its end. Unless it looks wrong (see [`suspect_listing`]),
+    /// removes the users, groups and memberships it did not mention (reading only
+    /// those), stores the cursor, and marks the directory proven, in one transaction.
+    /// A suspect listing removes nothing: its cursor is kept and the sweep waits for
+    /// an administrator ([`DieselStore::sweep_listing`]).
     pub async fn complete_listing(
         &self,
         dir: &str,
         holder: &str,
         generation: i64,
         cursor: Option<String>,
-    ) -> Result<PullWrite, SyncError> {
+    ) -> Result<ListingEnd, SyncError> {
         let (dir, holder) = (dir.to_string(), holder.to_string());
         self.pull_write(move |conn| {
             fence(conn, &dir, &holder)?;
-            let mut tx = Tx::default();
-            loop {
-                let stale: Vec<String> = dir_users::table
-                    .filter(dir_users::directory_id.eq(&dir))
-                    .filter(dir_users::seen_generation.lt(generation))
-                    .select(dir_users::id)
-                    .limit(CHUNK as i64)
-                    .load(conn)?;
-                if stale.is_empty() {
-                    break;
-                }
-                for id in stale {
-                    remove_user(conn, &dir, &id, &mut tx)?;
-                }
+            if let Some(suspect) = suspect_listing(conn, &dir, generation)? {
+                diesel::update(pull_state::table.find(&dir)).set(pull_state::cursor.eq(cursor)).execute(conn)?;
+                return Ok(ListingEnd::Held(suspect));
             }
-            loop {
-                let stale: Vec<String> = dir_groups::table
-                    .filter(dir_groups::directory_id.eq(&dir))
-                    .filter(dir_groups::seen_generation.lt(generation))
-                    .select(dir_groups::id)
-                    .limit(CHUNK as i64)
-                    .load(conn)?;
-                if stale.is_empty() {
-                    break;
-                }
-                for id in stale {
-                    remove_group(conn, &dir, &id, &mut tx)?;
-                }
-            }
-            loop {
-                let groups = dir_groups::table.filter(dir_groups::directory_id.eq(&dir)).select(dir_groups::id);
-                let stale: Vec<(String, String)> = dir_members::table
-                    .filter(dir_members::group_id.eq_any(groups))
-                    .filter(dir_members::seen_generation.lt(generation))
-                    .select((dir_members::group_id, dir_members::member_id))
-                    .limit(CHUNK as i64)
-                    .load(conn)?;
-                if stale.is_empty() {
-                    break;
-                }
-                for (g, m) in stale {
-                    diesel::delete(
-                        dir_members::table.filter(dir_members::group_id.eq(&g)).filter(dir_members::member_id.eq(&m)),
-                    )
-                    .execute(conn)?;
-                    touch_group(conn, &g, -1)?;
-                    tx.events.push(member_event(&dir, "group.member_removed", &g, &m));
-                    tx.touched.push(m);
-                    tx.write.memberships_changed += 1;
-                }
-            }
+            let write = sweep(conn, &dir, generation)?;
             let at = now();
             diesel::update(pull_state::table.find(&dir))
                 .set((pull_state::cursor.eq(cursor), pull_state::last_full_listing.eq(Some(at))))
                 .execute(conn)?;
-            tx.commit(conn, &dir)
+            Ok(ListingEnd::Swept(write))
+        })
+        .await
+    }
+
+    /// An administrator approved a held listing: what it left out is removed now (rows
+    /// not mentioned by it, nor by any later listing), fenced by the lease as a pull is.
+    pub async fn sweep_listing(&self, dir: &str, holder: &str, generation: i64) -> Result<PullWrite, SyncError> {
+        let (dir, holder) = (dir.to_string(), holder.to_string());
+        self.pull_write(move |conn| {
+            fence(conn, &dir, &holder)?;
+            let write = sweep(conn, &dir, generation)?;
+            diesel::update(pull_state::table.find(&dir))
+                .set(pull_state::last_full_listing.eq(Some(now())))
+                .execute(conn)?;
+            Ok(write)
         })
         .await
     }

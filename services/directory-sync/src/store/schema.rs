@@ -16,6 +16,8 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         scim_log_days -> Integer,
+        authority -> Text,
+        brake_window_secs -> BigInt,
     }
 }
 
@@ -114,6 +116,8 @@ diesel::table! {
         started_at -> Timestamp,
         ended_at -> Nullable<Timestamp>,
         heartbeat_at -> Nullable<Timestamp>,
+        phase -> Text,
+        held_listing -> Nullable<BigInt>,
     }
 }
 
@@ -127,6 +131,7 @@ diesel::table! {
         display_name -> Text,
         kind -> Text,
         detail -> Text,
+        member_id -> Text,
     }
 }
 
@@ -169,6 +174,36 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    directory_audit (seq) {
+        seq -> BigInt,
+        directory_id -> Text,
+        action -> Text,
+        actor -> Text,
+        before_json -> Text,
+        after_json -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    removal_log (seq) {
+        seq -> BigInt,
+        org_id -> Text,
+        run_id -> Text,
+        removed -> BigInt,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    org_holds (org_id) {
+        org_id -> Text,
+        run_id -> Text,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(dir_members -> dir_groups (group_id));
 diesel::allow_tables_to_appear_in_same_query!(
     directories,
@@ -182,5 +217,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     run_items,
     org_watch,
     pull_state,
-    scim_requests
+    scim_requests,
+    directory_audit,
+    removal_log,
+    org_holds
 );

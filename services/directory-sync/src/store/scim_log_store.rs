@@ -208,7 +208,7 @@ mod tests {
                 display_name: "d".into(),
                 config_json: "{}".into(),
                 sync_interval_secs: 0,
-                brake: Brake { max_percent: 10, min_removals: 10 },
+                brake: Brake::default(),
                 scim_token_hash: None,
                 scim_log_days: days,
             })

@@ -63,6 +63,32 @@ pub struct User {
     pub email: String,
     /// Display name.
     pub display_name: String,
+    /// The identities the person is known by. Filled by reads that show them
+    /// (ListMembers, GetMember, LookupMembers); empty inside changes, which read links
+    /// through the ledger instead.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<IdentityLink>,
+}
+
+/// One identity linked to a person: (directory or "sso", the person's id there).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct IdentityLink {
+    /// The directory ("sso" for SSO logins).
+    pub directory_id: String,
+    /// The person's id there.
+    pub external_id: String,
+}
+
+/// What an identity last reported of its person, kept on the link: a change is
+/// noticed once, when the identity itself reports something new.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LinkRecord {
+    /// The person the identity is linked to.
+    pub user_id: String,
+    /// The email it last reported (`None` for links made before this was kept).
+    pub email: Option<String>,
+    /// The name it last reported.
+    pub display_name: Option<String>,
 }
 
 /// A member, with their person.
@@ -86,6 +112,10 @@ pub struct Member {
     pub source: Source,
     /// For directory members: which directory.
     pub directory_id: Option<String>,
+    /// Since when they wait for a seat (pending, or waiting to move tier); freed seats
+    /// go to waiting members in this order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<DateTime<Utc>>,
     /// +1 per change.
     pub version: i64,
     /// Joined.

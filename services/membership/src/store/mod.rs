@@ -5,14 +5,14 @@
 pub mod schema;
 mod sql_ledger;
 
-pub use sql_ledger::{AuditFilter, MemberFilter, MembershipStore, SqlLedger, now};
+pub use sql_ledger::{AuditFilter, Lookup, MemberFilter, MembershipStore, SqlLedger, now};
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::member::{Member, User};
+use crate::domain::member::{IdentityLink, LinkRecord, Member, User};
 use crate::domain::seats::SeatLedger;
 use crate::error::MembershipError;
 
@@ -56,31 +56,62 @@ pub struct EventRecord {
     pub at: DateTime<Utc>,
 }
 
+/// An identity link to write: who it is and what it reports now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewLink {
+    /// The directory ("sso" for SSO logins).
+    pub directory_id: String,
+    /// The person's id there.
+    pub external_id: String,
+    /// The person it belongs to.
+    pub user_id: String,
+    /// The email it reports (normalized), if any.
+    pub email: Option<String>,
+    /// The name it reports, if any.
+    pub display_name: Option<String>,
+}
+
+/// People linked to identities, with what each identity last reported.
+pub type LinkedUsers = HashMap<(String, String), (User, LinkRecord)>;
+
 /// What a change reads and writes inside its transaction.
 pub trait Ledger {
     /// Serialises changes to one org (seat counts, guardian counts) for the rest of the transaction.
     fn lock_org(&mut self, org_id: &str) -> Result<(), MembershipError>;
     /// A person by (lowercased) email.
     fn user_by_email(&mut self, email: &str) -> Result<Option<User>, MembershipError>;
-    /// A person by a directory identity.
-    fn user_by_link(&mut self, directory_id: &str, external_id: &str) -> Result<Option<User>, MembershipError>;
+    /// A person by a directory identity, with what that identity last reported.
+    fn user_by_link(
+        &mut self,
+        directory_id: &str,
+        external_id: &str,
+    ) -> Result<Option<(User, LinkRecord)>, MembershipError>;
     /// People by directory identity and by (lowercased) email, for a batch.
-    #[allow(clippy::type_complexity)]
     fn users_for(
         &mut self,
         links: &[(String, String)],
         emails: &[String],
-    ) -> Result<(HashMap<(String, String), User>, HashMap<String, User>), MembershipError>;
+    ) -> Result<(LinkedUsers, HashMap<String, User>), MembershipError>;
     /// The memberships in an org of these people.
     fn members_of(&mut self, org_id: &str, user_ids: &[String]) -> Result<Vec<Member>, MembershipError>;
+    /// Members of an org by member id (absent ones are left out).
+    fn members_by_id(&mut self, org_id: &str, ids: &[String]) -> Result<Vec<Member>, MembershipError>;
+    /// Every membership of a person, in any org.
+    fn memberships_of_user(&mut self, user_id: &str) -> Result<Vec<Member>, MembershipError>;
+    /// Each of these people's identity links.
+    fn links_of(&mut self, user_ids: &[String]) -> Result<HashMap<String, Vec<IdentityLink>>, MembershipError>;
     /// A member by id, in an org.
     fn member(&mut self, org_id: &str, member_id: &str) -> Result<Option<Member>, MembershipError>;
     /// A person's membership in an org.
     fn member_of_user(&mut self, org_id: &str, user: &User) -> Result<Option<Member>, MembershipError>;
     /// Adds people.
     fn insert_users(&mut self, users: &[User]) -> Result<(), MembershipError>;
-    /// Adds identity links (directory id, external id, user id).
-    fn insert_links(&mut self, links: &[(String, String, String)]) -> Result<(), MembershipError>;
+    /// Adds identity links.
+    fn insert_links(&mut self, links: &[NewLink]) -> Result<(), MembershipError>;
+    /// Records what existing links report now (their user does not change).
+    fn update_links(&mut self, links: &[NewLink]) -> Result<(), MembershipError>;
+    /// Writes people's new email and name.
+    fn update_users(&mut self, users: &[User]) -> Result<(), MembershipError>;
     /// Deletes the members `gone` (by id), then writes `rows` (new or changed members)
     /// in their place. The org lock makes a compare-and-set unnecessary here.
     fn replace_members(&mut self, gone: &[String], rows: &[Member]) -> Result<(), MembershipError>;
@@ -90,7 +121,8 @@ pub trait Ledger {
     fn seat_ledger(&mut self, org_id: &str, tiers: &[String]) -> Result<SeatLedger, MembershipError>;
     /// Sets the seats bought of one tier (`None`: unlimited).
     fn set_seats(&mut self, org_id: &str, tier: &str, purchased: Option<i64>) -> Result<(), MembershipError>;
-    /// Members waiting for a seat (pending, or active and waiting to move tier), longest waiting first.
+    /// Members waiting for a seat (pending, or active and waiting to move tier), in the
+    /// order they started waiting.
     fn pending(&mut self, org_id: &str) -> Result<Vec<Member>, MembershipError>;
     /// Appends audit records.
     fn append_audit(&mut self, records: &[AuditRecord]) -> Result<(), MembershipError>;

@@ -14,6 +14,8 @@ diesel::table! {
         directory_id -> Text,
         external_id -> Text,
         user_id -> Text,
+        email -> Nullable<Text>,
+        display_name -> Nullable<Text>,
     }
 }
 
@@ -31,6 +33,7 @@ diesel::table! {
         version -> BigInt,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        waiting_since -> Nullable<Timestamp>,
     }
 }
 

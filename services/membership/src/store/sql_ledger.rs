@@ -9,8 +9,8 @@ use diesel::sql_types::Text;
 use muster_runtime::{Db, DbConnection};
 
 use super::schema::{apply_keys, audit_log, identity_links, member_events, members, seats, users};
-use super::{AuditRecord, EventRecord, Ledger};
-use crate::domain::member::{Member, Source, Status, User};
+use super::{AuditRecord, EventRecord, Ledger, LinkedUsers, NewLink};
+use crate::domain::member::{IdentityLink, LinkRecord, Member, Source, Status, User};
 use crate::domain::seats::{SeatLedger, TierSeats};
 use crate::error::MembershipError;
 
@@ -58,6 +58,7 @@ struct MemberRow {
     version: i64,
     created_at: NaiveDateTime,
     updated_at: NaiveDateTime,
+    waiting_since: Option<NaiveDateTime>,
 }
 
 #[derive(Insertable)]
@@ -93,7 +94,16 @@ pub fn now() -> DateTime<Utc> {
 }
 
 fn user_from(r: UserRow) -> User {
-    User { id: r.id, email: r.email, display_name: r.display_name }
+    User { id: r.id, email: r.email, display_name: r.display_name, links: Vec::new() }
+}
+
+/// The columns of a user joined through its link, with what the link last reported.
+type LinkedUserRow = (String, String, UserRow, Option<String>, Option<String>);
+
+fn linked_user_from((_, _, user, email, display_name): LinkedUserRow) -> (User, LinkRecord) {
+    let user = user_from(user);
+    let record = LinkRecord { user_id: user.id.clone(), email, display_name };
+    (user, record)
 }
 
 fn member_from(r: MemberRow, user: User) -> Result<Member, MembershipError> {
@@ -111,6 +121,7 @@ fn member_from(r: MemberRow, user: User) -> Result<Member, MembershipError> {
         version: r.version,
         created_at: r.created_at.and_utc(),
         updated_at: r.updated_at.and_utc(),
+        waiting_since: r.waiting_since.map(|t| t.and_utc()),
     })
 }
 
@@ -128,6 +139,7 @@ fn row_of(m: &Member) -> MemberRow {
         version: m.version,
         created_at: m.created_at.naive_utc(),
         updated_at: m.updated_at.naive_utc(),
+        waiting_since: m.waiting_since.map(|t| t.naive_utc()),
     }
 }
 
@@ -135,6 +147,19 @@ fn load_members(conn: &mut DbConnection, rows: Vec<(MemberRow, UserRow)>) -> Res
     let _ = conn;
     rows.into_iter().map(|(m, u)| member_from(m, user_from(u))).collect()
 }
+
+/// Fills in each member's person's identity links (one query per 500 people).
+fn with_links(ledger: &mut SqlLedger<'_>, mut members: Vec<Member>) -> Result<Vec<Member>, MembershipError> {
+    let ids: Vec<String> = members.iter().map(|m| m.user.id.clone()).collect();
+    let links = ledger.links_of(&ids)?;
+    for m in &mut members {
+        m.user.links = links.get(&m.user.id).cloned().unwrap_or_default();
+    }
+    Ok(members)
+}
+
+/// What LookupMembers answers for one identity: the member in the org, and the person.
+pub type Lookup = (Option<Member>, Option<User>);
 
 fn audit_from(r: AuditRow) -> AuditRecord {
     let (id, org_id, user_id, member_id, action, actor, reasons, before_json, after_json, at) = r;
@@ -172,22 +197,32 @@ impl Ledger for SqlLedger<'_> {
         Ok(users::table.filter(users::email.eq(email)).first::<UserRow>(self.conn).optional()?.map(user_from))
     }
 
-    fn user_by_link(&mut self, directory_id: &str, external_id: &str) -> Result<Option<User>, MembershipError> {
+    fn user_by_link(
+        &mut self,
+        directory_id: &str,
+        external_id: &str,
+    ) -> Result<Option<(User, LinkRecord)>, MembershipError> {
         Ok(identity_links::table
             .inner_join(users::table)
             .filter(identity_links::directory_id.eq(directory_id))
             .filter(identity_links::external_id.eq(external_id))
-            .select((users::id, users::email, users::display_name, users::created_at))
-            .first::<UserRow>(self.conn)
+            .select((
+                identity_links::directory_id,
+                identity_links::external_id,
+                (users::id, users::email, users::display_name, users::created_at),
+                identity_links::email,
+                identity_links::display_name,
+            ))
+            .first::<LinkedUserRow>(self.conn)
             .optional()?
-            .map(user_from))
+            .map(linked_user_from))
     }
 
     fn users_for(
         &mut self,
         links: &[(String, String)],
         emails: &[String],
-    ) -> Result<(HashMap<(String, String), User>, HashMap<String, User>), MembershipError> {
+    ) -> Result<(LinkedUsers, HashMap<String, User>), MembershipError> {
         let mut by_directory: HashMap<&str, Vec<&str>> = HashMap::new();
         for (dir, ext) in links {
             by_directory.entry(dir.as_str()).or_default().push(ext.as_str());
@@ -195,17 +230,21 @@ impl Ledger for SqlLedger<'_> {
         let mut by_link = HashMap::new();
         for (dir, exts) in by_directory {
             for chunk in exts.chunks(CHUNK) {
-                let rows: Vec<(String, UserRow)> = identity_links::table
+                let rows: Vec<LinkedUserRow> = identity_links::table
                     .inner_join(users::table)
                     .filter(identity_links::directory_id.eq(dir))
                     .filter(identity_links::external_id.eq_any(chunk))
                     .select((
+                        identity_links::directory_id,
                         identity_links::external_id,
                         (users::id, users::email, users::display_name, users::created_at),
+                        identity_links::email,
+                        identity_links::display_name,
                     ))
                     .load(self.conn)?;
-                for (ext, user) in rows {
-                    by_link.insert((dir.to_string(), ext), user_from(user));
+                for row in rows {
+                    let key = (row.0.clone(), row.1.clone());
+                    by_link.insert(key, linked_user_from(row));
                 }
             }
         }
@@ -248,19 +287,44 @@ impl Ledger for SqlLedger<'_> {
         Ok(())
     }
 
-    fn insert_links(&mut self, links: &[(String, String, String)]) -> Result<(), MembershipError> {
+    fn insert_links(&mut self, links: &[NewLink]) -> Result<(), MembershipError> {
         for chunk in links.chunks(CHUNK) {
             let rows: Vec<_> = chunk
                 .iter()
-                .map(|(d, x, u)| {
+                .map(|l| {
                     (
-                        identity_links::directory_id.eq(d),
-                        identity_links::external_id.eq(x),
-                        identity_links::user_id.eq(u),
+                        identity_links::directory_id.eq(&l.directory_id),
+                        identity_links::external_id.eq(&l.external_id),
+                        identity_links::user_id.eq(&l.user_id),
+                        identity_links::email.eq(&l.email),
+                        identity_links::display_name.eq(&l.display_name),
                     )
                 })
                 .collect();
             on_backend!(self.conn, c => diesel::insert_into(identity_links::table).values(&rows).execute(c))?;
+        }
+        Ok(())
+    }
+
+    fn update_links(&mut self, links: &[NewLink]) -> Result<(), MembershipError> {
+        // Rare (an identity reported a new email or name): one statement each is fine.
+        for l in links {
+            diesel::update(
+                identity_links::table
+                    .filter(identity_links::directory_id.eq(&l.directory_id))
+                    .filter(identity_links::external_id.eq(&l.external_id)),
+            )
+            .set((identity_links::email.eq(&l.email), identity_links::display_name.eq(&l.display_name)))
+            .execute(self.conn)?;
+        }
+        Ok(())
+    }
+
+    fn update_users(&mut self, users_in: &[User]) -> Result<(), MembershipError> {
+        for u in users_in {
+            diesel::update(users::table.find(&u.id))
+                .set((users::email.eq(&u.email), users::display_name.eq(&u.display_name)))
+                .execute(self.conn)?;
         }
         Ok(())
     }
@@ -274,6 +338,43 @@ impl Ledger for SqlLedger<'_> {
             on_backend!(self.conn, c => diesel::insert_into(members::table).values(&rows).execute(c))?;
         }
         Ok(())
+    }
+
+    fn members_by_id(&mut self, org_id: &str, ids: &[String]) -> Result<Vec<Member>, MembershipError> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(CHUNK) {
+            let rows = members::table
+                .inner_join(users::table)
+                .filter(members::org_id.eq(org_id))
+                .filter(members::id.eq_any(chunk))
+                .load::<(MemberRow, UserRow)>(self.conn)?;
+            out.extend(load_members(self.conn, rows)?);
+        }
+        Ok(out)
+    }
+
+    fn memberships_of_user(&mut self, user_id: &str) -> Result<Vec<Member>, MembershipError> {
+        let rows = members::table
+            .inner_join(users::table)
+            .filter(members::user_id.eq(user_id))
+            .order(members::id)
+            .load::<(MemberRow, UserRow)>(self.conn)?;
+        load_members(self.conn, rows)
+    }
+
+    fn links_of(&mut self, user_ids: &[String]) -> Result<HashMap<String, Vec<IdentityLink>>, MembershipError> {
+        let mut out: HashMap<String, Vec<IdentityLink>> = HashMap::new();
+        for chunk in user_ids.chunks(CHUNK) {
+            let rows: Vec<(String, String, String)> = identity_links::table
+                .filter(identity_links::user_id.eq_any(chunk))
+                .select((identity_links::user_id, identity_links::directory_id, identity_links::external_id))
+                .order((identity_links::directory_id, identity_links::external_id))
+                .load(self.conn)?;
+            for (user, directory_id, external_id) in rows {
+                out.entry(user).or_default().push(IdentityLink { directory_id, external_id });
+            }
+        }
+        Ok(out)
     }
 
     fn member(&mut self, org_id: &str, member_id: &str) -> Result<Option<Member>, MembershipError> {
@@ -352,7 +453,8 @@ impl Ledger for SqlLedger<'_> {
             .inner_join(users::table)
             .filter(members::org_id.eq(org_id))
             .filter(members::status.eq(Status::PendingSeat.name()).or(members::wanted_seat_tier.is_not_null()))
-            .order((members::updated_at, members::id))
+            // NULLs (never for a waiting member) would sort differently per backend.
+            .order((members::waiting_since.asc(), members::id))
             .load::<(MemberRow, UserRow)>(self.conn)?;
         load_members(self.conn, rows)
     }
@@ -486,9 +588,43 @@ impl MembershipStore {
         self.db.write(move |conn| f(&mut SqlLedger { conn })).await
     }
 
-    /// One member.
+    /// Runs `f` on a [`Ledger`] inside a transaction that is always rolled back: a dry
+    /// run (its session writes nothing anyway; the rollback makes sure of it). Takes
+    /// no write lock, so a preview never holds up real changes.
+    pub async fn dry_run<T, F>(&self, f: F) -> Result<T, MembershipError>
+    where
+        F: FnOnce(&mut SqlLedger<'_>) -> Result<T, MembershipError> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.db
+            .run(move |conn| {
+                let mut out = None;
+                let rolled_back = conn.transaction::<(), MembershipError, _>(|conn| {
+                    out = Some(f(&mut SqlLedger { conn }));
+                    Err(MembershipError::from(diesel::result::Error::RollbackTransaction))
+                });
+                // The Err above is the rollback we asked for; the answer is what `f` said
+                // (nothing was written either way).
+                match (out, rolled_back) {
+                    (Some(result), _) => result,
+                    (None, Err(e)) => Err(e),
+                    (None, Ok(())) => Err(MembershipError::Corrupt("dry run produced nothing".into())),
+                }
+            })
+            .await
+    }
+
+    /// One member, with their person's links.
     pub async fn member(&self, org_id: String, member_id: String) -> Result<Option<Member>, MembershipError> {
-        self.db.run(move |conn| SqlLedger { conn }.member(&org_id, &member_id)).await
+        self.db
+            .run(move |conn| {
+                let mut ledger = SqlLedger { conn };
+                match ledger.member(&org_id, &member_id)? {
+                    Some(m) => Ok(with_links(&mut ledger, vec![m])?.pop()),
+                    None => Ok(None),
+                }
+            })
+            .await
     }
 
     /// A page of an org's members after `after` (member id), in join order.
@@ -529,18 +665,20 @@ impl MembershipStore {
                     q = q.filter(members::id.gt(after));
                 }
                 let rows = q.load::<(MemberRow, UserRow)>(conn)?;
-                Ok((load_members(conn, rows)?, total))
+                let members = load_members(conn, rows)?;
+                Ok((with_links(&mut SqlLedger { conn }, members)?, total))
             })
             .await
     }
 
-    /// For each (directory id, external id, lowercased email), the person's member in `org_id`.
-    /// A directory identity wins over an email; one query per 500 of each kind.
+    /// For each (directory id, external id, lowercased email), the person it resolves to
+    /// (a directory identity wins over an email) and their member in `org_id`, both with
+    /// the person's links. One query per 500 of each kind.
     pub async fn lookup(
         &self,
         org_id: String,
         identities: Vec<(String, String, String)>,
-    ) -> Result<Vec<Option<Member>>, MembershipError> {
+    ) -> Result<Vec<Lookup>, MembershipError> {
         self.db
             .run(move |conn| {
                 let mut ledger = SqlLedger { conn };
@@ -552,15 +690,31 @@ impl MembershipStore {
                 let emails: Vec<String> =
                     identities.iter().map(|(_, _, e)| e.clone()).filter(|e| !e.is_empty()).collect();
                 let (by_link, by_email) = ledger.users_for(&links, &emails)?;
-                let user_of = |(d, x, e): &(String, String, String)| {
-                    by_link.get(&(d.clone(), x.clone())).or_else(|| by_email.get(e)).map(|u| u.id.clone())
+                let user_of = |(d, x, e): &(String, String, String)| -> Option<User> {
+                    by_link.get(&(d.clone(), x.clone())).map(|(u, _)| u).or_else(|| by_email.get(e)).cloned()
                 };
-                let mut wanted: Vec<String> = identities.iter().filter_map(user_of).collect();
+                let mut wanted: Vec<String> = identities.iter().filter_map(user_of).map(|u| u.id).collect();
                 wanted.sort();
                 wanted.dedup();
-                let members: HashMap<String, Member> =
-                    ledger.members_of(&org_id, &wanted)?.into_iter().map(|m| (m.user.id.clone(), m)).collect();
-                Ok(identities.iter().map(|i| user_of(i).and_then(|u| members.get(&u).cloned())).collect())
+                let people_links = ledger.links_of(&wanted)?;
+                let members: HashMap<String, Member> = ledger
+                    .members_of(&org_id, &wanted)?
+                    .into_iter()
+                    .map(|mut m| {
+                        m.user.links = people_links.get(&m.user.id).cloned().unwrap_or_default();
+                        (m.user.id.clone(), m)
+                    })
+                    .collect();
+                Ok(identities
+                    .iter()
+                    .map(|i| match user_of(i) {
+                        Some(mut user) => {
+                            user.links = people_links.get(&user.id).cloned().unwrap_or_default();
+                            (members.get(&user.id).cloned(), Some(user))
+                        }
+                        None => (None, None),
+                    })
+                    .collect::<Vec<Lookup>>())
             })
             .await
     }

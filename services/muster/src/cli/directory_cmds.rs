@@ -37,6 +37,16 @@ fn trigger_name(raw: i32) -> String {
     pb::RunTrigger::try_from(raw).map(|k| enum_name(k.as_str_name(), "RUN_TRIGGER_")).unwrap_or_default()
 }
 
+fn phase_name(raw: i32) -> String {
+    pb::RunPhase::try_from(raw).map(|k| enum_name(k.as_str_name(), "RUN_PHASE_")).unwrap_or_default()
+}
+
+fn authority_name(raw: i32) -> String {
+    pb::DirectoryAuthority::try_from(raw)
+        .map(|k| enum_name(k.as_str_name(), "DIRECTORY_AUTHORITY_"))
+        .unwrap_or_default()
+}
+
 fn item_kind(raw: i32) -> String {
     pb::RunItemKind::try_from(raw).map(|k| enum_name(k.as_str_name(), "RUN_ITEM_KIND_")).unwrap_or_default()
 }
@@ -100,9 +110,12 @@ pub enum DirectoryCmd {
         /// Brake: largest share of an org's members one run may remove, in percent.
         #[arg(long)]
         brake_percent: Option<u32>,
-        /// Brake: fewer removals than this never hold a run.
+        /// Brake: fewer removals than this (within the window) never hold.
         #[arg(long)]
         brake_min: Option<u32>,
+        /// Brake: removals of an org count over this many seconds (default 3600).
+        #[arg(long)]
+        brake_window: Option<u64>,
         /// SCIM: keep a log of raw SCIM requests (secrets stripped) this many days; 0 = off.
         #[arg(long, default_value_t = 0)]
         scim_log_days: u32,
@@ -142,6 +155,28 @@ pub enum DirectoryCmd {
     RotateToken {
         /// The directory.
         id: String,
+    },
+    /// Make a directory authoritative: members no directory of the parent assigns are
+    /// removed. Shows who that would remove; `--yes` makes the change.
+    SetAuthoritative {
+        /// The directory.
+        id: String,
+        /// Make the change (without it, only the preview is shown).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Make a directory provisioning-only: it removes only people it deactivates or deletes.
+    SetProvisioningOnly {
+        /// The directory.
+        id: String,
+    },
+    /// A directory's audit log: who changed it, and how, newest first.
+    Audit {
+        /// The directory.
+        id: String,
+        /// Show at most this many entries.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
     },
     /// Sync now: reconcile every user and member, retry pending seats.
     Sync {
@@ -238,6 +273,9 @@ pub struct PreviewArgs {
     /// The member making the change (for the guardian warning).
     #[arg(long, default_value = "")]
     pub acting_member: String,
+    /// Or who is saving, by email (for the same warning).
+    #[arg(long = "as", default_value = "")]
+    pub acting_as: String,
 }
 
 fn directory_json(d: &pb::Directory) -> Value {
@@ -246,8 +284,26 @@ fn directory_json(d: &pb::Directory) -> Value {
         "id": d.id, "parent_id": d.parent_id, "kind": kind_name(d.kind), "name": d.display_name,
         "state": state_name(d.state), "scim_base_url": d.scim_base_url, "config": d.config_json,
         "sync_interval_seconds": d.sync_interval_seconds, "scim_log_days": d.scim_log_days,
-        "brake": {"max_removal_percent": brake.max_removal_percent, "min_removals": brake.min_removals},
+        "brake": {"max_removal_percent": brake.max_removal_percent, "min_removals": brake.min_removals,
+                  "window_seconds": brake.window_seconds},
+        "authority": authority_name(d.authority), "removes_unknown": d.removes_unknown,
+        "proven_time": ts(&d.proven_time),
     })
+}
+
+/// What a directory's authority means now, in a phrase.
+fn authority_text(d: &pb::Directory) -> String {
+    match (authority_name(d.authority).as_str(), d.removes_unknown) {
+        ("authoritative", true) => "authoritative: members no directory of the parent assigns are removed".into(),
+        ("authoritative", false) => {
+            "authoritative once its first full listing completes; until then it removes only people it deactivates or deletes"
+                .into()
+        }
+        _ => format!(
+            "provisioning only: removes only people it deactivates or deletes (`muster directory set-authoritative {}`)",
+            d.id
+        ),
+    }
 }
 
 fn scim_request_json(r: &pb::ScimRequestLog) -> Value {
@@ -263,10 +319,14 @@ fn scim_request_json(r: &pb::ScimRequestLog) -> Value {
 
 fn counts_line(c: &Option<pb::RunCounts>) -> String {
     let c = (*c).unwrap_or_default();
-    format!(
+    let mut s = format!(
         "created {}, updated {}, removed {}, pending seat {}, held {}, errors {}, unchanged {}",
         c.created, c.updated, c.removed, c.pending_seat, c.held, c.errors, c.unchanged
-    )
+    );
+    if c.kept > 0 {
+        s.push_str(&format!(", kept {}", c.kept));
+    }
+    s
 }
 
 fn run_json(r: &pb::SyncRun) -> Value {
@@ -274,12 +334,14 @@ fn run_json(r: &pb::SyncRun) -> Value {
     json!({
         "id": r.id, "directory_id": r.directory_id, "trigger": trigger_name(r.trigger), "state": run_state(r.state),
         "counts": {"created": c.created, "updated": c.updated, "removed": c.removed, "pending_seat": c.pending_seat,
-                   "held": c.held, "errors": c.errors, "unchanged": c.unchanged},
+                   "held": c.held, "errors": c.errors, "unchanged": c.unchanged, "kept": c.kept},
         "orgs": r.orgs.iter().map(|o| json!({"org_id": o.org_id, "brake_held": o.brake_held,
-            "removals_decided": o.removals_decided, "members_at_check": o.members_at_check})).collect::<Vec<_>>(),
+            "removals_decided": o.removals_decided, "members_at_check": o.members_at_check,
+            "removed_in_window": o.removed_in_window, "held_in_run": o.held_in_run})).collect::<Vec<_>>(),
         "outcome": r.outcome, "error": r.error, "processed": r.processed, "total": r.total,
+        "phase": phase_name(r.phase), "listing_held": r.listing_held, "actor": r.actor,
         "items": r.items.iter().map(|i| json!({"org_id": i.org_id, "user_ref": i.user_ref, "email": i.email,
-            "kind": item_kind(i.kind), "detail": i.detail})).collect::<Vec<_>>(),
+            "member_id": i.member_id, "kind": item_kind(i.kind), "detail": i.detail})).collect::<Vec<_>>(),
         "items_total": r.items_total, "start_time": ts(&r.start_time), "end_time": ts(&r.end_time),
         "decided_by": r.decided_by,
     })
@@ -301,8 +363,20 @@ fn run_text(r: &pb::SyncRun) -> String {
     }
     for o in r.orgs.iter().filter(|o| o.brake_held) {
         s.push_str(&format!(
-            "\n  org {}: {} removals held by the brake ({} members) — `muster directory approve {}` or `reject`",
-            o.org_id, o.removals_decided, o.members_at_check, r.id
+            "\n  org {}: {} removals held by the brake ({} members, {} removed within the window before) — `muster directory approve {}` or `reject`",
+            o.org_id, o.removals_decided, o.members_at_check, o.removed_in_window, r.id
+        ));
+    }
+    for o in r.orgs.iter().filter(|o| !o.held_in_run.is_empty()) {
+        s.push_str(&format!(
+            "\n  org {}: its removals joined run {}, which the brake holds — `muster directory approve {}`",
+            o.org_id, o.held_in_run, o.held_in_run
+        ));
+    }
+    if r.listing_held {
+        s.push_str(&format!(
+            "\n  the full listing looked wrong: nothing it left out was removed — `muster directory approve {}` applies it, `reject` keeps the mirror as it was",
+            r.id
         ));
     }
     if !r.items.is_empty() {
@@ -318,20 +392,33 @@ fn run_text(r: &pb::SyncRun) -> String {
     s
 }
 
-fn progress_bar(r: &pb::SyncRun) {
-    let width = 30usize;
-    let filled = if r.total > 0 { ((r.processed.min(r.total) * width as i64) / r.total) as usize } else { 0 };
+/// One line of progress: what the run is doing, with a bar when the total is known.
+fn progress_line(r: &pb::SyncRun) -> String {
     let waiting = if r.error.is_empty() { String::new() } else { format!("  {}", r.error) };
+    let phase = pb::RunPhase::try_from(r.phase).unwrap_or(pb::RunPhase::Unspecified);
+    match phase {
+        pb::RunPhase::WaitingForLease => format!("{}{waiting}", r.outcome),
+        pb::RunPhase::Listing => format!("listing the IdP: {} users so far{waiting}", r.processed),
+        pb::RunPhase::Reconciling | pb::RunPhase::Removing if r.total > 0 => {
+            let width = 30usize;
+            let filled = ((r.processed.min(r.total) * width as i64) / r.total) as usize;
+            format!(
+                "[{}{}] {}/{} {}{waiting}",
+                "#".repeat(filled),
+                ".".repeat(width - filled),
+                r.processed,
+                r.total,
+                phase_name(r.phase)
+            )
+        }
+        pb::RunPhase::Done => run_state(r.state),
+        _ => format!("{}{waiting}", if r.processed > 0 { phase_name(r.phase) } else { "starting".into() }),
+    }
+}
+
+fn progress_bar(r: &pb::SyncRun) {
     let mut err = std::io::stderr().lock();
-    let _ = write!(
-        err,
-        "\r[{}{}] {}/{} {}{waiting}\x1b[K",
-        "#".repeat(filled),
-        ".".repeat(width - filled),
-        r.processed,
-        r.total,
-        run_state(r.state)
-    );
+    let _ = write!(err, "\r{}\x1b[K", progress_line(r));
     let _ = err.flush();
 }
 
@@ -360,6 +447,53 @@ fn change_rows(t: &mut Table, what: &str, changes: &[pb::PreviewChange]) {
     }
 }
 
+fn print_authority(out: &Output, r: &pb::SetDirectoryAuthorityResponse, applied: bool, id: &str) {
+    let dir = r.directory.clone().unwrap_or_default();
+    let orgs: Vec<Value> = r
+        .orgs
+        .iter()
+        .map(|o| {
+            json!({"org_id": o.org_id, "would_trip_brake": o.would_trip_brake,
+                   "removed": o.removed.iter().map(|c| json!({"email": c.email, "role": c.from_role, "reasons": c.reasons})).collect::<Vec<_>>()})
+        })
+        .collect();
+    let mut v = directory_json(&dir);
+    v["orgs"] = json!(orgs);
+    v["run_id"] = json!(r.run_id);
+    v["applied"] = json!(applied);
+    out.print(v, || {
+        let mut t = Table::new(&["org", "email", "role", "why"]);
+        for o in &r.orgs {
+            for c in &o.removed {
+                t.row(vec![o.org_id.clone(), c.email.clone(), c.from_role.clone(), c.reasons.join("; ")]);
+            }
+        }
+        let n: usize = r.orgs.iter().map(|o| o.removed.len()).sum();
+        let mut s = if n == 0 {
+            "making it authoritative removes nobody now".to_string()
+        } else {
+            format!("making it authoritative would remove {n} members:\n\n{}", t.render())
+        };
+        for o in r.orgs.iter().filter(|o| o.would_trip_brake) {
+            s.push_str(&format!(
+                "\nwarning: org {}: more than the brake allows; the run would be held for approval",
+                o.org_id
+            ));
+        }
+        if applied {
+            s.push_str(&format!("\n\ndirectory {}: {}", dir.id, authority_text(&dir)));
+            if !r.run_id.is_empty() {
+                s.push_str(&format!("\nrun {} reconciles it (`muster directory run {}`)", r.run_id, r.run_id));
+            }
+        } else {
+            s.push_str(&format!(
+                "\n\nnothing changed: `muster directory set-authoritative {id} --yes` makes the change"
+            ));
+        }
+        s
+    });
+}
+
 /// The connector config as JSON text: `arg` names a TOML or JSON file, or is inline
 /// JSON (or empty). The service refuses inline secrets, so a file holds references only.
 fn connector_config(arg: &str) -> anyhow::Result<String> {
@@ -381,7 +515,17 @@ fn connector_config(arg: &str) -> anyhow::Result<String> {
 pub async fn directory(conn: &Connection, out: Output, cmd: DirectoryCmd) -> anyhow::Result<()> {
     let mut d = conn.directory()?;
     match cmd {
-        DirectoryCmd::Create { parent, kind, name, config, interval, brake_percent, brake_min, scim_log_days } => {
+        DirectoryCmd::Create {
+            parent,
+            kind,
+            name,
+            config,
+            interval,
+            brake_percent,
+            brake_min,
+            brake_window,
+            scim_log_days,
+        } => {
             let config = connector_config(&config)?;
             let r = d
                 .create_directory(pb::CreateDirectoryRequest {
@@ -390,8 +534,13 @@ pub async fn directory(conn: &Connection, out: Output, cmd: DirectoryCmd) -> any
                     display_name: name,
                     config_json: config,
                     sync_interval_seconds: interval,
-                    brake: Some(pb::BrakeSettings { max_removal_percent: brake_percent, min_removals: brake_min }),
+                    brake: Some(pb::BrakeSettings {
+                        max_removal_percent: brake_percent,
+                        min_removals: brake_min,
+                        window_seconds: brake_window,
+                    }),
                     scim_log_days,
+                    actor: admin(),
                 })
                 .await?
                 .into_inner();
@@ -399,7 +548,7 @@ pub async fn directory(conn: &Connection, out: Output, cmd: DirectoryCmd) -> any
             let mut v = directory_json(&dir);
             v["scim_token"] = json!(r.scim_token);
             out.print(v, || {
-                let mut s = format!("directory {} ({}) created", dir.id, kind_name(dir.kind));
+                let mut s = format!("directory {} ({}) created\n  {}", dir.id, kind_name(dir.kind), authority_text(&dir));
                 if !r.scim_token.is_empty() {
                     s.push_str(&format!(
                         "\n  SCIM base URL  {}\n  SCIM token     {}\n  (the token is shown only now; `muster directory rotate-token {}` makes a new one)",
@@ -456,7 +605,7 @@ pub async fn directory(conn: &Connection, out: Output, cmd: DirectoryCmd) -> any
             out.print(v, || {
                 let brake = dir.brake.unwrap_or_default();
                 let mut text = format!(
-                    "{} ({}, {})  {}\n  parent      {}\n  scim url    {}\n  mirror      {} users ({} active), {} groups\n  queued      {}\n  held runs   {}\n  brake       more than {}% of an org and at least {} people",
+                    "{} ({}, {})  {}\n  parent      {}\n  scim url    {}\n  mirror      {} users ({} active), {} groups\n  queued      {}\n  held runs   {}\n  brake       more than {}% of an org and at least {} people within {} s\n  authority   {}",
                     dir.display_name,
                     kind_name(dir.kind),
                     state_name(dir.state),
@@ -469,7 +618,9 @@ pub async fn directory(conn: &Connection, out: Output, cmd: DirectoryCmd) -> any
                     s.queued,
                     s.held_runs,
                     brake.max_removal_percent.unwrap_or(10),
-                    brake.min_removals.unwrap_or(10)
+                    brake.min_removals.unwrap_or(10),
+                    brake.window_seconds.unwrap_or(3600),
+                    authority_text(&dir)
                 );
                 if dir.scim_log_days > 0 {
                     text.push_str(&format!("\n  scim log    kept {} days (`muster directory scim-log {}`)", dir.scim_log_days, dir.id));
@@ -484,17 +635,17 @@ pub async fn directory(conn: &Connection, out: Output, cmd: DirectoryCmd) -> any
             });
         }
         DirectoryCmd::Pause { id } => {
-            let dir = d.pause_directory(pb::PauseDirectoryRequest { id }).await?.into_inner();
+            let dir = d.pause_directory(pb::PauseDirectoryRequest { id, actor: admin() }).await?.into_inner();
             out.print(directory_json(&dir), || {
                 format!("directory {} paused: pushes are queued, not reconciled", dir.id)
             });
         }
         DirectoryCmd::Resume { id } => {
-            let dir = d.resume_directory(pb::ResumeDirectoryRequest { id }).await?.into_inner();
+            let dir = d.resume_directory(pb::ResumeDirectoryRequest { id, actor: admin() }).await?.into_inner();
             out.print(directory_json(&dir), || format!("directory {} resumed", dir.id));
         }
         DirectoryCmd::Delete { id } => {
-            d.delete_directory(pb::DeleteDirectoryRequest { id: id.clone() }).await?;
+            d.delete_directory(pb::DeleteDirectoryRequest { id: id.clone(), actor: admin() }).await?;
             out.print(json!({"deleted": id}), || format!("directory {id} deleted"));
         }
         DirectoryCmd::Test { id } => {
@@ -507,12 +658,70 @@ pub async fn directory(conn: &Connection, out: Output, cmd: DirectoryCmd) -> any
             }
         }
         DirectoryCmd::RotateToken { id } => {
-            let r = d.rotate_scim_token(pb::RotateScimTokenRequest { id }).await?.into_inner();
+            let r = d.rotate_scim_token(pb::RotateScimTokenRequest { id, actor: admin() }).await?.into_inner();
             out.print(json!({"scim_base_url": r.scim_base_url, "scim_token": r.scim_token}), || {
                 format!(
                     "SCIM base URL  {}\nSCIM token     {}\n(shown only now; the old token no longer works)",
                     r.scim_base_url, r.scim_token
                 )
+            });
+        }
+        DirectoryCmd::SetAuthoritative { id, yes } => {
+            let r = d
+                .set_directory_authority(pb::SetDirectoryAuthorityRequest {
+                    id: id.clone(),
+                    authority: pb::DirectoryAuthority::Authoritative as i32,
+                    dry_run: !yes,
+                    actor: admin(),
+                })
+                .await?
+                .into_inner();
+            print_authority(&out, &r, yes, &id);
+        }
+        DirectoryCmd::SetProvisioningOnly { id } => {
+            let r = d
+                .set_directory_authority(pb::SetDirectoryAuthorityRequest {
+                    id: id.clone(),
+                    authority: pb::DirectoryAuthority::ProvisioningOnly as i32,
+                    dry_run: false,
+                    actor: admin(),
+                })
+                .await?
+                .into_inner();
+            let dir = r.directory.unwrap_or_default();
+            out.print(directory_json(&dir), || format!("directory {}: {}", dir.id, authority_text(&dir)));
+        }
+        DirectoryCmd::Audit { id, limit } => {
+            let mut all = Vec::new();
+            let mut token = String::new();
+            while all.len() < limit {
+                let page = d
+                    .list_directory_audit(pb::ListDirectoryAuditRequest {
+                        directory_id: id.clone(),
+                        page_size: i32::try_from(limit - all.len()).unwrap_or(1000).min(1000),
+                        page_token: token,
+                    })
+                    .await?
+                    .into_inner();
+                all.extend(page.entries);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                token = page.next_page_token;
+            }
+            let rows: Vec<Value> = all
+                .iter()
+                .map(|e| {
+                    json!({"sequence": e.sequence, "time": ts(&e.time), "action": e.action, "actor": e.actor,
+                                "before": e.before_json, "after": e.after_json})
+                })
+                .collect();
+            out.print(json!(rows), || {
+                let mut t = Table::new(&["time", "action", "actor"]);
+                for e in &all {
+                    t.row(vec![ts(&e.time), e.action.clone(), e.actor.clone()]);
+                }
+                t.render()
             });
         }
         DirectoryCmd::Sync { id, wait } => {
@@ -726,6 +935,8 @@ pub async fn directory(conn: &Connection, out: Output, cmd: DirectoryCmd) -> any
                         seat_tier_mappings,
                     }),
                     acting_member_id: args.acting_member,
+                    actor: (!args.acting_as.is_empty())
+                        .then(|| common::Actor { kind: Some(common::actor::Kind::AdminId(args.acting_as.clone())) }),
                 })
                 .await?
                 .into_inner();
@@ -741,7 +952,7 @@ pub async fn directory(conn: &Connection, out: Output, cmd: DirectoryCmd) -> any
                 "unmatched_groups": p.unmatched_groups.iter().map(|g| json!({"id": g.id, "name": g.name})).collect::<Vec<_>>(),
                 "warnings": p.warnings, "acting_member_loses_guardian": p.acting_member_loses_guardian,
                 "org_left_without_guardian": p.org_left_without_guardian, "would_trip_brake": p.would_trip_brake,
-                "considered": p.considered,
+                "considered": p.considered, "at_next_login": p.at_next_login,
             });
             out.print(v, || {
                 let mut t = Table::new(&["change", "email", "role", "seat tier", "why"]);
@@ -750,7 +961,8 @@ pub async fn directory(conn: &Connection, out: Output, cmd: DirectoryCmd) -> any
                 change_rows(&mut t, "re-role", &p.re_roled);
                 change_rows(&mut t, "re-tier", &p.re_tiered);
                 change_rows(&mut t, "pending seat", &p.pending);
-                let mut s = format!("{} people considered; nothing saved.\n\n{}", p.considered, t.render());
+                let when = if p.at_next_login { " Each change happens at that person's next login." } else { "" };
+                let mut s = format!("{} people considered; nothing saved.{when}\n\n{}", p.considered, t.render());
                 for w in &p.warnings {
                     s.push_str(&format!("\nwarning: {w}"));
                 }
