@@ -758,20 +758,36 @@ async fn events_resume_exactly_and_tokens_isolate(kind: DbKind) {
     assert_eq!(status, 200);
     assert_eq!(list["totalResults"], 1);
 
-    // Secrets are never stored inline.
+    // Secrets are never stored inline: a field the connector declares a secret is refused.
     let err = w
         .directory
         .create_directory(dpb::CreateDirectoryRequest {
             parent_id: w.parent_id.clone(),
             kind: dpb::DirectoryKind::Okta as i32,
             display_name: "Okta API".into(),
-            config_json: r#"{"domain":"acme.okta.com","api_token":"00abc"}"#.into(),
+            config_json: r#"{"org_url":"https://acme.okta.com","auth":{"type":"api_token","token":"00abc"}}"#.into(),
             sync_interval_seconds: 900,
             ..Default::default()
         })
         .await
         .unwrap_err();
     assert_eq!(muster_runtime::status::rule_of(&err).as_deref(), Some("secret_inline"));
+    assert!(!err.message().contains("00abc"));
+    // A field that only sounds like one (Google's token_url, a URL) is taken as given.
+    let google = w
+        .directory
+        .create_directory(dpb::CreateDirectoryRequest {
+            parent_id: w.parent_id.clone(),
+            kind: dpb::DirectoryKind::Google as i32,
+            display_name: "Google".into(),
+            config_json: r#"{"service_account_key":{"file":"/nonexistent/key.json"},"admin_email":"admin@acme.io","token_url":"https://oauth2.googleapis.com/token"}"#.into(),
+            sync_interval_seconds: 900,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(google.directory.unwrap().config_json.contains("oauth2.googleapis.com/token"));
     w.stop().await;
 }
 

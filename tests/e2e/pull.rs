@@ -25,6 +25,7 @@ on_both_databases! {
     google_pull_provisions_changes_and_survives_failures => google;
     entra_app_scope_pull_provisions_changes_and_survives_failures => entra_app;
     test_directory_says_what_is_wrong => test_directory;
+    entra_token_outlives_pulls_and_a_resync_says_so => entra_token_and_resync;
 }
 
 const PATIENCE: Duration = Duration::from_secs(90);
@@ -495,5 +496,50 @@ async fn test_directory(kind: DbKind) {
 
     let err = d.test_directory(dpb::TestDirectoryRequest { id: "nope".into() }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
+    w.cluster.stop().await;
+}
+
+/// The access token is fetched once and reused by the connectors of later pulls
+/// (each pull builds its own), and a full listing forced by an expired delta token
+/// says "resync" in its run's outcome.
+async fn entra_token_and_resync(kind: DbKind) {
+    use muster_connector_entra::testing::{CLIENT_ID, CLIENT_SECRET, EntraFake, TENANT};
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let entra = EntraFake::start(2).await;
+    let secrets = tempfile::tempdir().unwrap();
+    let secret = secrets.path().join("entra-secret");
+    std::fs::write(&secret, CLIENT_SECRET).unwrap();
+    let config = json!({
+        "tenant_id": TENANT, "client_id": CLIENT_ID, "authority": entra.base, "graph_url": entra.base,
+        "credential": {"type": "client_secret", "secret": {"file": secret}}
+    });
+    let fake = Fake { fake: Arc::new(entra.clone()), kind: dpb::DirectoryKind::Entra, config, _secrets: secrets };
+    let everyone = entra.create_group("everyone");
+    let ann = entra.create_user(&person("ann"));
+    entra.add_member(&everyone, &ann);
+    let w = World::start(kind, &fake, clock).await;
+    w.until_roles(&[("ann", "User")]).await;
+    let runs = || async {
+        w.directory
+            .clone()
+            .list_sync_runs(dpb::ListSyncRunsRequest {
+                directory_id: w.dir_id.clone(),
+                page_size: 1000,
+                page_token: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .runs
+    };
+    let succeeded = |runs: &[dpb::SyncRun]| runs.iter().filter(|r| r.state == dpb::RunState::Succeeded as i32).count();
+    until("several pulls", || async { succeeded(&runs().await) >= 3 }).await;
+    assert_eq!(entra.token_requests(), 1, "one token for every pull: {:?}", entra.requests());
+
+    entra.expire_cursors();
+    until("a pull that resynced", || async { runs().await.iter().any(|r| r.outcome.contains("resync")) }).await;
+    let resync = runs().await.into_iter().find(|r| r.outcome.contains("resync")).unwrap();
+    assert!(resync.outcome.contains("full listing"), "{}", resync.outcome);
+    assert_eq!(entra.token_requests(), 1);
     w.cluster.stop().await;
 }

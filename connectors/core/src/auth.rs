@@ -1,6 +1,8 @@
 //! Tokens: OAuth 2.0 token requests, a cache that refreshes before expiry,
 //! and RS256 JWT assertions (RFC 7523) for Okta `private_key_jwt`, Entra
-//! certificate credentials and Google service accounts.
+//! certificate credentials and Google service accounts. A cache can be
+//! shared by every connector of one credential through a
+//! [`TokenPool`](crate::token_pool::TokenPool), so tokens outlive a pull.
 
 use std::future::Future;
 use std::time::Duration;
@@ -52,9 +54,33 @@ impl TokenCache {
         Ok(token)
     }
 
+    /// A token fetched now whatever is cached, then kept for the next
+    /// callers: a connection test must test the credential, not a token
+    /// fetched an hour ago. When the fetch fails the cached token stays.
+    pub async fn get_fresh<F, Fut>(&self, fetch: F) -> Result<Secret, ConnectorError>
+    where
+        F: FnOnce() -> Fut + Send,
+        Fut: Future<Output = Result<AccessToken, ConnectorError>> + Send,
+    {
+        let mut current = self.current.lock().await;
+        let fresh = fetch().await?;
+        let token = fresh.token.clone();
+        *current = Some(fresh);
+        Ok(token)
+    }
+
     /// Forgets the token (after a 401), so the next call fetches one.
     pub async fn invalidate(&self) {
         *self.current.lock().await = None;
+    }
+
+    /// True when the cache holds no token that is still usable at `now`
+    /// (none, or one past its refresh point). A cache being refreshed right
+    /// now counts as in use.
+    pub fn is_spent(&self, now: DateTime<Utc>) -> bool {
+        let Ok(current) = self.current.try_lock() else { return false };
+        let margin = chrono::Duration::from_std(self.margin).unwrap_or(chrono::Duration::zero());
+        current.as_ref().is_none_or(|token| token.expires_at - margin <= now)
     }
 }
 

@@ -156,6 +156,7 @@ pub struct ApiRequest {
     headers: Vec<(String, String)>,
     authorization: Option<(String, Secret)>,
     form: Option<Vec<(String, String)>>,
+    json: Option<serde_json::Value>,
 }
 
 impl std::fmt::Debug for ApiRequest {
@@ -167,11 +168,16 @@ impl std::fmt::Debug for ApiRequest {
 
 impl ApiRequest {
     pub fn get(url: Url) -> Self {
-        Self { method: Method::GET, url, headers: Vec::new(), authorization: None, form: None }
+        Self { method: Method::GET, url, headers: Vec::new(), authorization: None, form: None, json: None }
     }
 
     pub fn post_form(url: Url, form: Vec<(String, String)>) -> Self {
-        Self { method: Method::POST, url, headers: Vec::new(), authorization: None, form: Some(form) }
+        Self { method: Method::POST, url, headers: Vec::new(), authorization: None, form: Some(form), json: None }
+    }
+
+    /// A POST with a JSON body (Graph's `$batch`).
+    pub fn post_json(url: Url, body: serde_json::Value) -> Self {
+        Self { method: Method::POST, url, headers: Vec::new(), authorization: None, form: None, json: Some(body) }
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Self {
@@ -351,6 +357,9 @@ impl ApiClient {
         if let Some(form) = &request.form {
             builder = builder.form(form);
         }
+        if let Some(json) = &request.json {
+            builder = builder.json(json);
+        }
         debug!(request = ?request, "sending");
         let response = builder.send().await.map_err(|e| ConnectorError::Transport(describe(&e)))?;
         let status = response.status();
@@ -395,7 +404,7 @@ impl ApiClient {
 }
 
 fn describe(error: &reqwest::Error) -> String {
-    // Without the URL: a query may carry a token.
+    // The URL without its query: a query may carry a token.
     let kind = if error.is_timeout() {
         "timeout"
     } else if error.is_connect() {
@@ -417,10 +426,15 @@ trait WithoutUrl {
 }
 
 impl WithoutUrl for reqwest::Error {
+    /// The URL as scheme, host, port and path: enough to tell which endpoint
+    /// (a proxy, a national cloud, a typo in a base URL) could not be
+    /// reached, without the query, which may carry a token.
     fn without_url_ref(&self) -> String {
         let mut text = self.to_string();
         if let Some(url) = self.url() {
-            text = text.replace(url.as_str(), url.path());
+            let host = url.host_str().unwrap_or("");
+            let port = url.port_or_known_default().map(|p| format!(":{p}")).unwrap_or_default();
+            text = text.replace(url.as_str(), &format!("{}://{host}{port}{}", url.scheme(), url.path()));
         }
         text
     }

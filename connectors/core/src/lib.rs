@@ -4,14 +4,16 @@
 //! listing or the changes since a cursor, delivered page by page into a
 //! [`DirectorySink`]), the HTTP helpers every vendor connector reuses (paging
 //! links, `Retry-After`, vendor rate-limit headers, backoff with jitter,
-//! timeouts, an injectable [`Clock`] and base URL, redacted [`Secret`]s, RS256
-//! client assertions) and the [`conformance`] kit that a connector's tests run
+//! timeouts, an injectable [`Clock`], [`BaseUrl`]s whose path is kept, redacted
+//! [`Secret`]s, RS256 client assertions, access tokens shared across pulls
+//! through a [`TokenPool`]) and the [`conformance`] kit that a connector's tests run
 //! against the connector's fake server. Connectors know nothing of services:
 //! directory-sync implements [`DirectorySink`] on its database and drives
 //! pulls through [`run_pull`], which alone decides when a full listing is
 //! complete. `docs/connectors.md` is the author's guide.
 
 pub mod auth;
+pub mod base_url;
 pub mod clock;
 pub mod conformance;
 pub mod contract;
@@ -20,8 +22,10 @@ pub mod http;
 pub mod model;
 pub mod secret;
 pub mod sink;
+pub mod token_pool;
 
 pub use auth::{AccessToken, TokenCache, fetch_oauth_token, sign_rs256};
+pub use base_url::BaseUrl;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use contract::{
     Capabilities, CheckReport, PageWriter, PullConnector, PullMode, PullOptions, PullOutcome, plan_pull, run_pull,
@@ -31,3 +35,4 @@ pub use http::{ApiClient, ApiRequest, ApiResponse, HttpSettings, RateLimitHeader
 pub use model::{Assignment, Cursor, Group, Membership, MembershipChange, Page, Removal, RemovalReason, User};
 pub use secret::{Secret, SecretRef};
 pub use sink::{DirectorySink, MemorySink, PullEnd, PullKind, SinkError};
+pub use token_pool::{CredentialKey, TokenPool};

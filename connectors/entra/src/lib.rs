@@ -11,9 +11,14 @@
 //! With [`EntraScope::App`] the connector pulls only the users and groups
 //! assigned to one enterprise application (its service principal's
 //! `appRoleAssignedTo`), assigned groups expanded to their direct user
-//! members. Graph has no change feed for that, so every app-scope pull is a
-//! full listing (`Resume` answers `ResyncRequired`) and the sink's sweep
-//! removes whoever was unassigned.
+//! members, the profiles read through JSON batching (module `app_scope`). Graph
+//! has no change feed for that, so every app-scope pull is a full listing
+//! (`Resume` answers `ResyncRequired`) and the sink's sweep removes whoever
+//! was unassigned.
+//!
+//! The token scope follows the cloud of `graph_url` (or is set), the base
+//! URLs keep their path, and the access token can outlive the connector
+//! through a [`TokenPool`].
 
 /// The fake server of this crate's tests (`tests/fake`), compiled in for other
 /// crates' end-to-end tests with the `fake` feature. The file stays where the
@@ -21,6 +26,10 @@
 #[cfg(feature = "fake")]
 #[path = "../tests/fake/mod.rs"]
 pub mod testing;
+
+mod app_scope;
+mod batch;
+mod config;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -31,12 +40,16 @@ use base64::Engine;
 use muster_connector::auth::random_jti;
 use muster_connector::http::{ApiResponse, Url, Verdict, odata_delta_link, odata_next_link};
 use muster_connector::{
-    ApiClient, ApiRequest, Assignment, Capabilities, CheckReport, Clock, ConnectorError, Cursor, Group, HttpSettings,
-    Membership, MembershipChange, Page, PageWriter, PullConnector, PullMode, Removal, RemovalReason, Secret, SecretRef,
-    TokenCache, User, fetch_oauth_token, sign_rs256,
+    ApiClient, ApiRequest, Assignment, BaseUrl, Capabilities, CheckReport, Clock, ConnectorError, CredentialKey,
+    Cursor, Group, Membership, MembershipChange, Page, PageWriter, PullConnector, PullMode, Removal, RemovalReason,
+    Secret, TokenCache, TokenPool, User, fetch_oauth_token, sign_rs256,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+pub use app_scope::PAGE_TOP;
+pub use batch::{BATCH_CONCURRENCY, MAX_BATCH};
+pub use config::{EntraConfig, EntraCredential, EntraScope, GLOBAL_TOKEN_SCOPE, SECRET_FIELDS};
 
 /// The user properties asked for (`accountEnabled` included: a disabled
 /// account is an inactive user).
@@ -52,65 +65,11 @@ pub const APP_SCOPE_PERMISSION: &str = "Application.Read.All";
 /// The group properties read for an assigned group in app scope.
 pub const APP_GROUP_SELECT: &str = "id,displayName,description";
 
-/// One Entra tenant to pull from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EntraConfig {
-    /// Directory (tenant) id or primary domain.
-    pub tenant_id: String,
-    /// Application (client) id of the app registration.
-    pub client_id: String,
-    pub credential: EntraCredential,
-    /// `https://login.microsoftonline.com`; `https://login.microsoftonline.us`
-    /// or `https://login.chinacloudapi.cn` for national clouds.
-    #[serde(default = "default_authority")]
-    pub authority: String,
-    /// `https://graph.microsoft.com` (or `graph.microsoft.us`, `microsoftgraph.chinacloudapi.cn`).
-    #[serde(default = "default_graph")]
-    pub graph_url: String,
-    /// Which users and groups are pulled; the whole tenant when absent.
-    #[serde(default)]
-    pub scope: EntraScope,
-    #[serde(default)]
-    pub http: HttpSettings,
-}
-
-/// Which users and groups the connector pulls.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum EntraScope {
-    /// Every user and group of the tenant, by delta queries (incremental).
-    #[default]
-    Tenant,
-    /// The users and groups assigned to one enterprise application: the
-    /// object id of its service principal (not the application/client id).
-    /// Assigned groups are expanded to their direct user members (nested
-    /// groups are not). Every pull is a full listing.
-    App { service_principal_id: String },
-}
-
-fn default_authority() -> String {
-    "https://login.microsoftonline.com".into()
-}
-
-fn default_graph() -> String {
-    "https://graph.microsoft.com".into()
-}
-
-/// The app registration's credential.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum EntraCredential {
-    ClientSecret {
-        secret: SecretRef,
-    },
-    /// A certificate uploaded to the app registration: its private key (PEM)
-    /// and the SHA-1 thumbprint the portal shows (hex).
-    Certificate {
-        private_key: SecretRef,
-        thumbprint: String,
-    },
-}
+/// `id in (…)` takes at most 15 values by default (Graph "known issues":
+/// "the request is limited to 15 expressions in the filter clause").
+pub const IDS_PER_FILTER: usize = 15;
+/// Tokens are fetched again this long before they expire.
+const TOKEN_MARGIN: Duration = Duration::from_secs(300);
 
 enum Credential {
     Secret(Secret),
@@ -126,11 +85,14 @@ struct DeltaCursor {
 /// A pull connector for one Entra tenant.
 pub struct EntraConnector {
     config: EntraConfig,
-    graph: Url,
+    graph: BaseUrl,
+    /// `{graph_url}/v1.0`, which Graph's paging links start with.
+    version_root: String,
     token_url: Url,
+    token_scope: String,
     api: ApiClient,
     credential: Credential,
-    tokens: TokenCache,
+    tokens: Arc<TokenCache>,
 }
 
 impl std::fmt::Debug for EntraConnector {
@@ -149,17 +111,24 @@ fn graph_verdict(response: &ApiResponse) -> Verdict {
         return Verdict::Retry;
     }
     let body: Value = serde_json::from_slice(&response.body).unwrap_or_default();
+    Verdict::Fail(graph_error(status, response.url.path(), &body))
+}
+
+/// The error a Graph failure `status` with `body` means, for the request at `path`.
+fn graph_error(status: u16, path: &str, body: &Value) -> ConnectorError {
     let code = body["error"]["code"].as_str().unwrap_or("");
     let message = body["error"]["message"].as_str().unwrap_or("");
-    let detail = format!("{status} {}: {code}: {message}", response.url.path());
-    Verdict::Fail(match status {
+    // A batch request's url carries its query: name the path only.
+    let path = path.split('?').next().unwrap_or(path);
+    let detail = format!("{status} {path}: {code}: {message}");
+    match status {
         401 => ConnectorError::Unauthorized(detail),
         403 => ConnectorError::Forbidden(format!("{detail} (needs {})", ENTRA_PERMISSIONS.join(", "))),
         404 => ConnectorError::NotFound(detail),
         410 => ConnectorError::ResyncRequired(detail),
         _ if code == "syncStateNotFound" || code == "resyncRequired" => ConnectorError::ResyncRequired(detail),
         _ => ConnectorError::Http { status, detail },
-    })
+    }
 }
 
 fn text(value: &Value, key: &str) -> Option<String> {
@@ -190,11 +159,9 @@ fn graph_user(raw: Value) -> Option<User> {
 
 impl EntraConnector {
     pub fn new(config: EntraConfig, clock: Arc<dyn Clock>) -> Result<Self, ConnectorError> {
-        let graph = Url::parse(&config.graph_url)
-            .map_err(|e| ConnectorError::Config(format!("graph_url {:?}: {e}", config.graph_url)))?;
-        let token_url =
-            Url::parse(&format!("{}/{}/oauth2/v2.0/token", config.authority.trim_end_matches('/'), config.tenant_id))
-                .map_err(|e| ConnectorError::Config(format!("authority {:?}: {e}", config.authority)))?;
+        let graph = BaseUrl::parse("graph_url", &config.graph_url)?;
+        let authority = BaseUrl::parse("authority", &config.authority)?;
+        let token_url = authority.join_segments([config.tenant_id.as_str(), "oauth2", "v2.0", "token"]);
         let credential = match &config.credential {
             EntraCredential::ClientSecret { secret } => Credential::Secret(secret.resolve()?),
             EntraCredential::Certificate { private_key, thumbprint } => {
@@ -216,51 +183,110 @@ impl EntraConnector {
             }
         }
         let api = ApiClient::new(&config.http, clock)?;
-        Ok(Self { config, graph, token_url, api, credential, tokens: TokenCache::new(Duration::from_secs(300)) })
+        let version_root = format!("{graph}/v1.0");
+        Ok(Self {
+            token_scope: config.token_scope(),
+            config,
+            graph,
+            version_root,
+            token_url,
+            api,
+            credential,
+            tokens: Arc::new(TokenCache::new(TOKEN_MARGIN)),
+        })
+    }
+
+    /// Takes the access token from `pool`, shared with every connector of the
+    /// same credential, so a token outlives this connector (and this pull).
+    pub fn with_token_pool(mut self, pool: &TokenPool) -> Self {
+        self.tokens = pool.cache(&self.credential_key(), TOKEN_MARGIN, self.api.clock().now());
+        self
+    }
+
+    /// The credential's identity: token endpoint, client, scope and the
+    /// secret (or key and thumbprint) itself, hashed.
+    fn credential_key(&self) -> CredentialKey {
+        let (kind, secret, x5t) = match &self.credential {
+            Credential::Secret(secret) => ("client_secret", secret.expose(), ""),
+            Credential::Certificate { key, x5t } => ("certificate", key.expose(), x5t.as_str()),
+        };
+        CredentialKey::new(&[
+            "entra",
+            self.token_url.as_str(),
+            &self.config.client_id,
+            &self.token_scope,
+            kind,
+            secret,
+            x5t,
+        ])
     }
 
     async fn access_token(&self) -> Result<Secret, ConnectorError> {
-        let now = self.api.clock().now();
-        self.tokens
-            .get(now, || async {
-                let scope = format!("{}/.default", self.config.graph_url.trim_end_matches('/'));
-                let mut form = vec![
-                    ("client_id".to_owned(), self.config.client_id.clone()),
-                    ("scope".to_owned(), scope),
-                    ("grant_type".to_owned(), "client_credentials".to_owned()),
-                ];
-                match &self.credential {
-                    Credential::Secret(secret) => form.push(("client_secret".into(), secret.expose().to_owned())),
-                    Credential::Certificate { key, x5t } => {
-                        let claims = serde_json::json!({
-                            "aud": self.token_url.as_str(),
-                            "iss": self.config.client_id,
-                            "sub": self.config.client_id,
-                            "jti": random_jti(),
-                            "nbf": now.timestamp(),
-                            "iat": now.timestamp(),
-                            "exp": now.timestamp() + 600,
-                        });
-                        let assertion = sign_rs256(&claims, key, None, Some(x5t.clone()))?;
-                        form.push((
-                            "client_assertion_type".into(),
-                            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
-                        ));
-                        form.push(("client_assertion".into(), assertion.expose().to_owned()));
-                    }
-                }
-                fetch_oauth_token(&self.api, self.token_url.clone(), form).await
-            })
-            .await
+        self.token(false).await
     }
 
-    fn url(&self, path: &str) -> Result<Url, ConnectorError> {
-        self.graph.join(path).map_err(|e| ConnectorError::Config(format!("url {path}: {e}")))
+    /// The cached token, or (`fresh`, for `check()`) one fetched now.
+    async fn token(&self, fresh: bool) -> Result<Secret, ConnectorError> {
+        let now = self.api.clock().now();
+        let fetch = || async {
+            let mut form = vec![
+                ("client_id".to_owned(), self.config.client_id.clone()),
+                ("scope".to_owned(), self.token_scope.clone()),
+                ("grant_type".to_owned(), "client_credentials".to_owned()),
+            ];
+            match &self.credential {
+                Credential::Secret(secret) => form.push(("client_secret".into(), secret.expose().to_owned())),
+                Credential::Certificate { key, x5t } => {
+                    let claims = serde_json::json!({
+                        "aud": self.token_url.as_str(),
+                        "iss": self.config.client_id,
+                        "sub": self.config.client_id,
+                        "jti": random_jti(),
+                        "nbf": now.timestamp(),
+                        "iat": now.timestamp(),
+                        "exp": now.timestamp() + 600,
+                    });
+                    let assertion = sign_rs256(&claims, key, None, Some(x5t.clone()))?;
+                    form.push((
+                        "client_assertion_type".into(),
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
+                    ));
+                    form.push(("client_assertion".into(), assertion.expose().to_owned()));
+                }
+            }
+            fetch_oauth_token(&self.api, self.token_url.clone(), form).await.map_err(|e| self.scope_refused(e))
+        };
+        if fresh { self.tokens.get_fresh(fetch).await } else { self.tokens.get(now, fetch).await }
+    }
+
+    /// A token request refused for its scope (AADSTS1002012: not a
+    /// `{resource}/.default`; AADSTS500011: no such resource in the tenant)
+    /// is a configuration mistake: say which setting to fix.
+    fn scope_refused(&self, error: ConnectorError) -> ConnectorError {
+        let detail = match &error {
+            ConnectorError::Forbidden(d) | ConnectorError::Unauthorized(d) | ConnectorError::Http { detail: d, .. } => {
+                d
+            }
+            _ => return error,
+        };
+        if detail.contains("AADSTS1002012") || detail.contains("AADSTS500011") || detail.contains("invalid_scope") {
+            return ConnectorError::Config(format!(
+                "the token scope {:?} was refused ({detail}); set token_scope to the Graph resource of your cloud, \
+                 e.g. {GLOBAL_TOKEN_SCOPE} (graph_url {} is not one)",
+                self.token_scope, self.graph
+            ));
+        }
+        error
+    }
+
+    /// `path` (`/v1.0/...`) under `graph_url`, whose path is kept.
+    fn url(&self, path: &str) -> Url {
+        self.graph.join(path)
     }
 
     fn same_origin(&self, link: &str) -> Result<Url, ConnectorError> {
         let url = Url::parse(link).map_err(|e| ConnectorError::Protocol(format!("link {e}")))?;
-        if url.origin() == self.graph.origin() {
+        if self.graph.same_origin(&url) {
             Ok(url)
         } else {
             Err(ConnectorError::Protocol("graph returned a link to another origin".into()))
@@ -298,6 +324,7 @@ impl EntraConnector {
 
     async fn users_page(&self, items: Vec<Value>) -> Result<Page, ConnectorError> {
         let mut page = Page::default();
+        let mut partial = Vec::new();
         for item in items {
             let Some(id) = text(&item, "id") else { continue };
             if let Some(reason) = removed_reason(&item) {
@@ -306,19 +333,17 @@ impl EntraConnector {
             }
             match graph_user(item) {
                 Some(user) => page.users.push(user),
-                None => {
-                    // A change may carry only what changed: read the whole user.
-                    let mut url = self.url(&format!("/v1.0/users/{id}"))?;
-                    url.query_pairs_mut().append_pair("$select", USER_SELECT);
-                    match self.get(url).await {
-                        Ok(full) => page.users.extend(graph_user(full)),
-                        Err(ConnectorError::NotFound(_)) => {
-                            page.removed_users.push(Removal::new(id, RemovalReason::Deleted))
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
+                // A change may carry only what changed: the whole user is read below.
+                None => partial.push(id),
             }
+        }
+        if !partial.is_empty() {
+            let users = self.read_profiles(&partial).await?;
+            let found: BTreeSet<&str> = users.iter().map(|u| u.id.as_str()).collect();
+            for id in partial.iter().filter(|id| !found.contains(id.as_str())) {
+                page.removed_users.push(Removal::new(id.clone(), RemovalReason::Deleted));
+            }
+            page.users.extend(users);
         }
         Ok(page)
     }
@@ -355,106 +380,10 @@ impl EntraConnector {
         page
     }
 
-    fn first_round(&self, path: &str, select: &str) -> Result<Url, ConnectorError> {
-        let mut url = self.url(path)?;
+    fn first_round(&self, path: &str, select: &str) -> Url {
+        let mut url = self.url(path);
         url.query_pairs_mut().append_pair("$select", select);
-        Ok(url)
-    }
-
-    /// One user's profile, with the same `$select` as the delta path; None
-    /// when the user is gone by now.
-    async fn user_profile(&self, id: &str) -> Result<Option<User>, ConnectorError> {
-        match self.get(self.first_round(&format!("/v1.0/users/{id}"), USER_SELECT)?).await {
-            Ok(full) => Ok(graph_user(full)),
-            Err(ConnectorError::NotFound(_)) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The full listing of app scope. Pages through
-    /// `GET /servicePrincipals/{id}/appRoleAssignedTo` (Graph "List
-    /// appRoleAssignments granted for a service principal": items with
-    /// `principalId` and `principalType` `User` | `Group` | `ServicePrincipal`)
-    /// to the end, delivering directly assigned users as it goes; then each
-    /// assigned group (`GET /groups/{id}`) and its direct members (`GET
-    /// /groups/{id}/members`, Graph "List group members", paged by
-    /// `@odata.nextLink`), delivering the user members and their memberships.
-    /// Nested groups and service principals are not people and are skipped.
-    /// Profiles are read one `GET /users/{id}` per in-scope user (no `$batch`):
-    /// simple, throttled by the core client, and each user is read once.
-    async fn app_listing(&self, service_principal: &str, out: &mut PageWriter<'_>) -> Result<(), ConnectorError> {
-        let mut seen_users = BTreeSet::new();
-        // Users whose profile read found them gone: no membership for them.
-        let mut gone_users = BTreeSet::new();
-        let mut groups: Vec<String> = Vec::new();
-        let mut url = self.url(&format!("/v1.0/servicePrincipals/{service_principal}/appRoleAssignedTo"))?;
-        loop {
-            let body = self.get(url).await.map_err(|e| app_scope_error(e, service_principal))?;
-            let mut page = Page::default();
-            for item in body.get("value").and_then(Value::as_array).into_iter().flatten() {
-                let Some(id) = text(item, "principalId") else { continue };
-                match item.get("principalType").and_then(Value::as_str) {
-                    Some("User") if seen_users.insert(id.clone()) => match self.user_profile(&id).await? {
-                        Some(user) => page.users.push(user),
-                        None => {
-                            gone_users.insert(id);
-                        }
-                    },
-                    Some("Group") if !groups.contains(&id) => groups.push(id),
-                    _ => {}
-                }
-            }
-            out.write(page).await?;
-            match odata_next_link(&body) {
-                Some(next) => url = self.same_origin(next)?,
-                None => break,
-            }
-        }
-        for group_id in groups {
-            let group_url = self.first_round(&format!("/v1.0/groups/{group_id}"), APP_GROUP_SELECT)?;
-            let raw = match self.get(group_url).await {
-                Ok(raw) => raw,
-                // Deleted since the assignments were read: not in scope any more.
-                Err(ConnectorError::NotFound(_)) => continue,
-                Err(e) => return Err(e),
-            };
-            let Some(name) = text(&raw, "displayName") else { continue };
-            let description = text(&raw, "description");
-            let mut page =
-                Page { groups: vec![Group { id: group_id.clone(), name, description, raw }], ..Page::default() };
-            let mut url = self.first_round(&format!("/v1.0/groups/{group_id}/members"), "id")?;
-            loop {
-                let body = match self.get(url).await {
-                    Ok(body) => body,
-                    Err(ConnectorError::NotFound(_)) => break,
-                    Err(e) => return Err(e),
-                };
-                for member in body.get("value").and_then(Value::as_array).into_iter().flatten() {
-                    if member["@odata.type"] != "#microsoft.graph.user" {
-                        continue;
-                    }
-                    let Some(user) = text(member, "id") else { continue };
-                    if seen_users.insert(user.clone()) {
-                        match self.user_profile(&user).await? {
-                            Some(profile) => page.users.push(profile),
-                            None => {
-                                gone_users.insert(user.clone());
-                            }
-                        }
-                    }
-                    if gone_users.contains(&user) {
-                        continue;
-                    }
-                    page.memberships.push(MembershipChange::Added(Membership::new(group_id.clone(), user)));
-                }
-                out.write(std::mem::take(&mut page)).await?;
-                match odata_next_link(&body) {
-                    Some(next) => url = self.same_origin(next)?,
-                    None => break,
-                }
-            }
-        }
-        Ok(())
+        url
     }
 }
 
@@ -482,17 +411,18 @@ impl PullConnector for EntraConnector {
     }
 
     async fn check(&self) -> Result<CheckReport, ConnectorError> {
-        self.access_token().await?;
-        let mut users = self.url("/v1.0/users")?;
+        // A fresh token: the credential is what is tested, not a cached token.
+        self.token(true).await?;
+        let mut users = self.url("/v1.0/users");
         users.query_pairs_mut().append_pair("$top", "1").append_pair("$select", "id");
         self.get(users).await?;
-        let mut groups = self.url("/v1.0/groups")?;
+        let mut groups = self.url("/v1.0/groups");
         groups.query_pairs_mut().append_pair("$top", "1").append_pair("$select", "id");
         self.get(groups).await?;
         if let EntraScope::App { service_principal_id: sp } = &self.config.scope {
-            let principal = self.first_round(&format!("/v1.0/servicePrincipals/{sp}"), "id,appId,displayName")?;
+            let principal = self.first_round(&format!("/v1.0/servicePrincipals/{sp}"), "id,appId,displayName");
             let body = self.get(principal).await.map_err(|e| app_scope_error(e, sp))?;
-            let mut assigned = self.url(&format!("/v1.0/servicePrincipals/{sp}/appRoleAssignedTo"))?;
+            let mut assigned = self.url(&format!("/v1.0/servicePrincipals/{sp}/appRoleAssignedTo"));
             assigned.query_pairs_mut().append_pair("$top", "1");
             self.get(assigned).await.map_err(|e| app_scope_error(e, sp))?;
             let name = text(&body, "displayName").unwrap_or_default();
@@ -518,8 +448,8 @@ impl PullConnector for EntraConnector {
         }
         let (users_start, groups_start) = match mode {
             PullMode::Refresh => (
-                self.first_round("/v1.0/users/delta", USER_SELECT)?,
-                self.first_round("/v1.0/groups/delta", GROUP_SELECT)?,
+                self.first_round("/v1.0/users/delta", USER_SELECT),
+                self.first_round("/v1.0/groups/delta", GROUP_SELECT),
             ),
             PullMode::Resume { cursor } => {
                 let state: DeltaCursor = cursor.decode()?;

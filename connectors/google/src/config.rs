@@ -3,6 +3,11 @@
 use muster_connector::{HttpSettings, SecretRef};
 use serde::{Deserialize, Serialize};
 
+/// The config fields that hold secrets (dotted paths): directory-sync refuses
+/// an inline value there; every other field (`token_url` included) may be
+/// given as it is.
+pub const SECRET_FIELDS: &[&str] = &["service_account_key"];
+
 /// One Google Workspace customer to pull from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,10 +25,11 @@ pub struct GoogleConfig {
     /// members of some groups.
     #[serde(default)]
     pub scope: GoogleScope,
-    /// The Admin SDK's base URL.
+    /// The Admin SDK's base URL. Its path is kept: API paths are appended to it.
     #[serde(default = "default_api_url")]
     pub api_url: String,
-    /// The token endpoint; the key file's `token_uri` when absent.
+    /// The token endpoint (a URL, not a secret); the key file's `token_uri`
+    /// when absent.
     #[serde(default)]
     pub token_url: Option<String>,
     #[serde(default)]

@@ -31,13 +31,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use muster_connector::http::{ApiResponse, Url, Verdict};
 use muster_connector::{
-    AccessToken, ApiClient, ApiRequest, Assignment, Capabilities, CheckReport, Clock, ConnectorError, Cursor, Group,
-    Membership, MembershipChange, Page, PageWriter, PullConnector, PullMode, Secret, TokenCache, User, sign_rs256,
+    AccessToken, ApiClient, ApiRequest, Assignment, BaseUrl, Capabilities, CheckReport, Clock, ConnectorError,
+    CredentialKey, Cursor, Group, Membership, MembershipChange, Page, PageWriter, PullConnector, PullMode, Secret,
+    TokenCache, TokenPool, User, sign_rs256,
 };
 use serde_json::Value;
 use tracing::debug;
 
-pub use config::{GOOGLE_SCOPES, GOOGLE_TOKEN_URL, GoogleConfig, GoogleScope};
+pub use config::{GOOGLE_SCOPES, GOOGLE_TOKEN_URL, GoogleConfig, GoogleScope, SECRET_FIELDS};
 use wire::{ErrorBody, GroupsPage, MembersPage, ServiceAccountKey, UsersPage, token};
 
 /// `maxResults` of `users.list` (the API's limit).
@@ -48,20 +49,22 @@ pub const GROUPS_PAGE: u32 = 200;
 const MEMBERSHIPS_PER_PAGE: usize = 500;
 /// Lifetime asked for in the assertion (Google accepts at most one hour).
 const ASSERTION_LIFETIME_SECS: i64 = 3600;
+/// Tokens are fetched again this long before they expire.
+const TOKEN_MARGIN: Duration = Duration::from_secs(300);
 /// The 403/429 reasons of the Directory API that mean "slow down" (retried).
 const RATE_LIMIT_REASONS: [&str; 3] = ["userRateLimitExceeded", "rateLimitExceeded", "quotaExceeded"];
 
 /// A pull connector for one Google Workspace customer.
 pub struct GoogleConnector {
     config: GoogleConfig,
-    api_base: Url,
+    api_base: BaseUrl,
     token_url: Url,
     client_email: String,
     client_id: Option<String>,
     key: Secret,
     key_id: Option<String>,
     api: ApiClient,
-    tokens: TokenCache,
+    tokens: Arc<TokenCache>,
 }
 
 impl std::fmt::Debug for GoogleConnector {
@@ -149,10 +152,7 @@ impl GoogleConnector {
             }
             _ => {}
         }
-        let api_base = Url::parse(&config.api_url)
-            .ok()
-            .filter(|u| !u.cannot_be_a_base())
-            .ok_or_else(|| ConnectorError::Config(format!("api_url {:?} is not a base url", config.api_url)))?;
+        let api_base = BaseUrl::parse("api_url", &config.api_url)?;
         let token_text = config.token_url.clone().or(key.token_uri.clone()).unwrap_or_else(|| GOOGLE_TOKEN_URL.into());
         let token_url =
             Url::parse(&token_text).map_err(|e| ConnectorError::Config(format!("token url {token_text:?}: {e}")))?;
@@ -165,9 +165,26 @@ impl GoogleConnector {
             key: Secret::new(key.private_key),
             key_id: key.private_key_id,
             api,
-            tokens: TokenCache::new(Duration::from_secs(300)),
+            tokens: Arc::new(TokenCache::new(TOKEN_MARGIN)),
             config,
         })
+    }
+
+    /// Takes the access token from `pool`, shared with every connector of the
+    /// same service account, key, admin and token endpoint, so a token
+    /// outlives this connector (and this pull).
+    pub fn with_token_pool(mut self, pool: &TokenPool) -> Self {
+        let key = CredentialKey::new(&[
+            "google",
+            self.token_url.as_str(),
+            &self.client_email,
+            &self.config.admin_email,
+            &GOOGLE_SCOPES.join(" "),
+            self.key_id.as_deref().unwrap_or(""),
+            self.key.expose(),
+        ]);
+        self.tokens = pool.cache(&key, TOKEN_MARGIN, self.api.clock().now());
+        self
     }
 
     /// What the operator must grant, for error messages.
@@ -261,36 +278,40 @@ impl GoogleConnector {
     /// `scope`, `aud` = the token endpoint, `iat`/`exp` at most an hour
     /// apart, posted as `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer`.
     async fn access_token(&self) -> Result<Secret, ConnectorError> {
+        self.token(false).await
+    }
+
+    /// The cached token, or (`fresh`, for `check()`) one fetched now.
+    async fn token(&self, fresh: bool) -> Result<Secret, ConnectorError> {
         let now = self.api.clock().now();
-        self.tokens
-            .get(now, || async {
-                let claims = serde_json::json!({
-                    "iss": self.client_email,
-                    "sub": self.config.admin_email,
-                    "scope": GOOGLE_SCOPES.join(" "),
-                    "aud": self.token_url.as_str(),
-                    "iat": now.timestamp(),
-                    "exp": now.timestamp() + ASSERTION_LIFETIME_SECS,
-                });
-                let assertion = sign_rs256(&claims, &self.key, self.key_id.clone(), None)?;
-                let form = vec![
-                    ("grant_type".to_owned(), "urn:ietf:params:oauth:grant-type:jwt-bearer".to_owned()),
-                    ("assertion".to_owned(), assertion.expose().to_owned()),
-                ];
-                let request = ApiRequest::post_form(self.token_url.clone(), form);
-                let response = self.api.send_with(&request, &|r| self.token_verdict(r)).await?;
-                let body: Value = response.json()?;
-                let token = body
-                    .get("access_token")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| ConnectorError::Protocol("token response without access_token".into()))?;
-                let expires_in = body.get("expires_in").and_then(Value::as_i64).unwrap_or(3600);
-                Ok(AccessToken {
-                    token: Secret::new(token),
-                    expires_at: self.api.clock().now() + chrono::Duration::seconds(expires_in),
-                })
+        let fetch = || async {
+            let claims = serde_json::json!({
+                "iss": self.client_email,
+                "sub": self.config.admin_email,
+                "scope": GOOGLE_SCOPES.join(" "),
+                "aud": self.token_url.as_str(),
+                "iat": now.timestamp(),
+                "exp": now.timestamp() + ASSERTION_LIFETIME_SECS,
+            });
+            let assertion = sign_rs256(&claims, &self.key, self.key_id.clone(), None)?;
+            let form = vec![
+                ("grant_type".to_owned(), "urn:ietf:params:oauth:grant-type:jwt-bearer".to_owned()),
+                ("assertion".to_owned(), assertion.expose().to_owned()),
+            ];
+            let request = ApiRequest::post_form(self.token_url.clone(), form);
+            let response = self.api.send_with(&request, &|r| self.token_verdict(r)).await?;
+            let body: Value = response.json()?;
+            let token = body
+                .get("access_token")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ConnectorError::Protocol("token response without access_token".into()))?;
+            let expires_in = body.get("expires_in").and_then(Value::as_i64).unwrap_or(3600);
+            Ok(AccessToken {
+                token: Secret::new(token),
+                expires_at: self.api.clock().now() + chrono::Duration::seconds(expires_in),
             })
-            .await
+        };
+        if fresh { self.tokens.get_fresh(fetch).await } else { self.tokens.get(now, fetch).await }
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, url: Url) -> Result<T, ConnectorError> {
@@ -312,15 +333,10 @@ impl GoogleConnector {
         response.json()
     }
 
-    /// `{api}/admin/directory/v1/{segments…}?{query}`.
+    /// `{api}/admin/directory/v1/{segments…}?{query}`, the api_url's path kept.
     fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<Url, ConnectorError> {
-        let mut url = self.api_base.clone();
-        {
-            let mut path = url
-                .path_segments_mut()
-                .map_err(|()| ConnectorError::Config(format!("api_url {:?} is not a base url", self.config.api_url)))?;
-            path.pop_if_empty().extend(["admin", "directory", "v1"]).extend(segments);
-        }
+        let mut url =
+            self.api_base.join_segments(["admin", "directory", "v1"].into_iter().chain(segments.iter().copied()));
         if !query.is_empty() {
             let mut q = url.query_pairs_mut();
             for (k, v) in query {
@@ -535,7 +551,8 @@ impl PullConnector for GoogleConnector {
     }
 
     async fn check(&self) -> Result<CheckReport, ConnectorError> {
-        self.access_token().await?;
+        // A fresh token: the key and the delegation are what is tested, not a cached token.
+        self.token(true).await?;
         let scope = match &self.config.scope {
             GoogleScope::Customer => {
                 self.get_json::<Value>(self.users_url(None, 1, None)?).await.map_err(|e| self.unknown_customer(e))?;

@@ -15,7 +15,7 @@ use fake::{ADMIN, ALL_SCOPES, CLIENT_ID, GoogleFake, NOT_ADMIN, RETRY_AFTER_SECS
 use muster_connector::conformance::{Failure, FakeDirectory, FakeUser, run_conformance};
 use muster_connector::{
     Assignment, ConnectorError, HttpSettings, ManualClock, Membership, MemorySink, PullConnector, PullMode,
-    PullOptions, SecretRef, run_pull,
+    PullOptions, SecretRef, TokenPool, run_pull,
 };
 use muster_connector_google::{GoogleConfig, GoogleConnector, GoogleScope};
 
@@ -367,4 +367,77 @@ async fn throttled_past_the_retries_is_rate_limited() {
     let mut sink = MemorySink::new();
     let err = run_pull(&connector, PullMode::Refresh, &mut sink, &PullOptions::default()).await.unwrap_err();
     assert!(matches!(err, ConnectorError::RateLimited { .. }), "{err}");
+}
+
+/// Issue 17 point 3: an `api_url` with a path (a proxy in front of Google)
+/// keeps it for every request.
+#[tokio::test]
+async fn conformance_behind_a_proxy_under_a_path() {
+    let clock = clock();
+    let fake = GoogleFake::start_at(3, "/google").await;
+    assert!(fake.base.ends_with("/google"));
+    let env = key_file(&fake);
+    let cfg = config(&fake, &env, GoogleScope::Customer);
+    let c = clock.clone();
+    let connect = move || Box::new(GoogleConnector::new(cfg.clone(), c.clone()).unwrap()) as Box<dyn PullConnector>;
+    // The fake answers nothing outside /google: a lost path fails the first request.
+    run_conformance(&fake, &clock, &connect).await.unwrap();
+}
+
+/// Issue 17 point 4: `token_url` is a setting of its own, used instead of
+/// the key file's `token_uri`.
+#[tokio::test]
+async fn token_url_overrides_the_key_files_token_uri() {
+    let clock = clock();
+    let fake = GoogleFake::start(10).await;
+    fake.create_user(&person("tok", true));
+    // A key whose token_uri leads nowhere: only the setting can make this work.
+    let dir = tempfile::tempdir().unwrap();
+    let mut key: serde_json::Value = serde_json::from_str(&fake.key_json()).unwrap();
+    key["token_uri"] = serde_json::json!("http://127.0.0.1:9/token");
+    let path = dir.path().join("key.json");
+    std::fs::write(&path, key.to_string()).unwrap();
+    // As directory-sync stores it: the URL inline, the key by reference.
+    let json = serde_json::json!({
+        "service_account_key": {"file": path},
+        "admin_email": ADMIN, "api_url": fake.base, "token_url": fake.token_url(),
+    });
+    let cfg: GoogleConfig = serde_json::from_value(json).unwrap();
+    assert_eq!(cfg.token_url.as_deref(), Some(fake.token_url().as_str()));
+    GoogleConnector::new(cfg.clone(), clock.clone()).unwrap().check().await.unwrap();
+    let without = GoogleConfig { token_url: None, ..cfg };
+    let err = GoogleConnector::new(without, clock).unwrap().check().await.unwrap_err();
+    assert!(matches!(err, ConnectorError::Transport(ref t) if t.contains("127.0.0.1:9")), "{err}");
+}
+
+/// Issue 17 point 7: the token of a service account outlives a connector
+/// through the pool, until shortly before it expires.
+#[tokio::test]
+async fn tokens_outlive_a_connector_until_shortly_before_expiry() {
+    let clock = clock();
+    let fake = GoogleFake::start(10).await;
+    fake.create_user(&person("p", true));
+    let env = key_file(&fake);
+    let cfg = config(&fake, &env, GoogleScope::Customer);
+    let pool = TokenPool::new();
+    let connect = || GoogleConnector::new(cfg.clone(), clock.clone()).unwrap().with_token_pool(&pool);
+    full(&connect()).await;
+    full(&connect()).await;
+    assert_eq!(fake.token_requests(), 1, "two pulls, two connectors, one token");
+    // Google's tokens last 3599 s here; five minutes before, a fresh one is fetched.
+    clock.advance(Duration::from_secs(3599 - 299));
+    full(&connect()).await;
+    assert_eq!(fake.token_requests(), 2);
+    // A connection test tests the key and the delegation: a fresh token, kept for the pulls after it.
+    connect().check().await.unwrap();
+    assert_eq!(fake.token_requests(), 3);
+    full(&connect()).await;
+    assert_eq!(fake.token_requests(), 3);
+    // Another admin to impersonate is another credential: its own token.
+    let other = GoogleConfig { admin_email: NOT_ADMIN.into(), ..cfg.clone() };
+    let mut sink = MemorySink::new();
+    let other = GoogleConnector::new(other, clock.clone()).unwrap().with_token_pool(&pool);
+    let err = run_pull(&other, PullMode::Refresh, &mut sink, &PullOptions::default()).await.unwrap_err();
+    assert!(matches!(err, ConnectorError::Forbidden(_)), "{err}");
+    assert_eq!(fake.token_requests(), 4);
 }

@@ -3,11 +3,16 @@
 use muster_connector::{HttpSettings, SecretRef};
 use serde::{Deserialize, Serialize};
 
+/// The config fields that hold secrets (dotted paths): directory-sync refuses
+/// an inline value there; every other field may be given as it is.
+pub const SECRET_FIELDS: &[&str] = &["auth.token", "auth.private_key"];
+
 /// One Okta org to pull from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OktaConfig {
-    /// `https://acme.okta.com` (or a custom domain).
+    /// `https://acme.okta.com` (or a custom domain, or a proxy in front of
+    /// the org). Its path is kept: API paths are appended to it.
     pub org_url: String,
     pub auth: OktaAuth,
     /// Pull only the users and groups assigned to this app (`0oa…`); the

@@ -25,15 +25,15 @@ use async_trait::async_trait;
 use muster_connector::auth::random_jti;
 use muster_connector::http::{ApiResponse, Url, Verdict};
 use muster_connector::{
-    ApiClient, ApiRequest, Assignment, Capabilities, CheckReport, Clock, ConnectorError, Cursor, Group, Membership,
-    MembershipChange, Page, PageWriter, PullConnector, PullMode, RateLimitHeaders, Removal, RemovalReason, Secret,
-    TokenCache, User, fetch_oauth_token, sign_rs256,
+    ApiClient, ApiRequest, Assignment, BaseUrl, Capabilities, CheckReport, Clock, ConnectorError, CredentialKey,
+    Cursor, Group, Membership, MembershipChange, Page, PageWriter, PullConnector, PullMode, RateLimitHeaders, Removal,
+    RemovalReason, Secret, TokenCache, TokenPool, User, fetch_oauth_token, sign_rs256,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::debug;
 
-pub use config::{OKTA_SCOPES, OktaAuth, OktaConfig};
+pub use config::{OKTA_SCOPES, OktaAuth, OktaConfig, SECRET_FIELDS};
 use wire::{AppGroup, AppUser, LogEvent, OktaError};
 
 /// System Log event types that change a user: the user is re-read.
@@ -59,6 +59,8 @@ const APP_GROUP_EVENTS: [&str; 2] = ["group.application_assignment.add", "group.
 const LOG_OVERLAP: Duration = Duration::from_secs(60);
 /// Event uuids remembered in the cursor to drop replays.
 const SEEN_EVENTS: usize = 1000;
+/// Service-app tokens are fetched again this long before they expire.
+const TOKEN_MARGIN: Duration = Duration::from_secs(300);
 
 /// Where the change feed continues: the poll's `next` link (path and query,
 /// followed verbatim), recent event uuids and when it was written.
@@ -77,10 +79,10 @@ enum Credentials {
 /// A pull connector for one Okta org.
 pub struct OktaConnector {
     config: OktaConfig,
-    org: Url,
+    org: BaseUrl,
     api: ApiClient,
     credentials: Credentials,
-    tokens: TokenCache,
+    tokens: Arc<TokenCache>,
 }
 
 impl std::fmt::Debug for OktaConnector {
@@ -161,8 +163,7 @@ impl OktaConnector {
     /// Builds the connector; secrets are read now, so a missing file or
     /// variable is reported before any request.
     pub fn new(config: OktaConfig, clock: Arc<dyn Clock>) -> Result<Self, ConnectorError> {
-        let org = Url::parse(&config.org_url)
-            .map_err(|e| ConnectorError::Config(format!("org_url {:?}: {e}", config.org_url)))?;
+        let org = BaseUrl::parse("org_url", &config.org_url)?;
         if config.page_size == 0 {
             return Err(ConnectorError::Config("page_size must be at least 1".into()));
         }
@@ -176,17 +177,37 @@ impl OktaConnector {
             },
         };
         let api = ApiClient::new(&config.http, clock)?.with_rate_limit_headers(RateLimitHeaders::OKTA);
-        Ok(Self { config, org, api, credentials, tokens: TokenCache::new(Duration::from_secs(300)) })
+        Ok(Self { config, org, api, credentials, tokens: Arc::new(TokenCache::new(TOKEN_MARGIN)) })
     }
 
+    /// Takes the service app's access token from `pool`, shared with every
+    /// connector of the same credential, so a token outlives this connector
+    /// (and this pull). An API token needs no pool.
+    pub fn with_token_pool(mut self, pool: &TokenPool) -> Self {
+        if let Credentials::ServiceApp { client_id, key, key_id, scopes } = &self.credentials {
+            let token_url = self.org.join("/oauth2/v1/token");
+            let key = CredentialKey::new(&[
+                "okta",
+                token_url.as_str(),
+                client_id,
+                &scopes.join(" "),
+                key_id.as_deref().unwrap_or(""),
+                key.expose(),
+            ]);
+            self.tokens = pool.cache(&key, TOKEN_MARGIN, self.api.clock().now());
+        }
+        self
+    }
+
+    /// `path` (`/api/v1/...`) under `org_url`, whose path is kept.
     fn url(&self, path: &str) -> Result<Url, ConnectorError> {
-        self.org.join(path).map_err(|e| ConnectorError::Config(format!("url {path}: {e}")))
+        Ok(self.org.join(path))
     }
 
     /// A link Okta returned, accepted only on the org's own origin (the
     /// token must never go elsewhere).
     fn same_origin(&self, link: Url) -> Result<Url, ConnectorError> {
-        if link.origin() == self.org.origin() {
+        if self.org.same_origin(&link) {
             Ok(link)
         } else {
             Err(ConnectorError::Protocol(format!(
@@ -197,35 +218,39 @@ impl OktaConnector {
     }
 
     async fn access_token(&self) -> Result<Secret, ConnectorError> {
+        self.token(false).await
+    }
+
+    /// The cached token, or (`fresh`, for `check()`) one fetched now.
+    async fn token(&self, fresh: bool) -> Result<Secret, ConnectorError> {
         let Credentials::ServiceApp { client_id, key, key_id, scopes } = &self.credentials else {
             return Err(ConnectorError::Config("no service app configured".into()));
         };
         let token_url = self.url("/oauth2/v1/token")?;
         let now = self.api.clock().now();
-        self.tokens
-            .get(now, || async {
-                // private_key_jwt: iss = sub = client id, aud = the token endpoint.
-                let claims = serde_json::json!({
-                    "iss": client_id,
-                    "sub": client_id,
-                    "aud": token_url.as_str(),
-                    "iat": now.timestamp(),
-                    "exp": now.timestamp() + 300,
-                    "jti": random_jti(),
-                });
-                let assertion = sign_rs256(&claims, key, key_id.clone(), None)?;
-                let form = vec![
-                    ("grant_type".to_owned(), "client_credentials".to_owned()),
-                    ("scope".to_owned(), scopes.join(" ")),
-                    (
-                        "client_assertion_type".to_owned(),
-                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_owned(),
-                    ),
-                    ("client_assertion".to_owned(), assertion.expose().to_owned()),
-                ];
-                fetch_oauth_token(&self.api, token_url.clone(), form).await
-            })
-            .await
+        let fetch = || async {
+            // private_key_jwt: iss = sub = client id, aud = the token endpoint.
+            let claims = serde_json::json!({
+                "iss": client_id,
+                "sub": client_id,
+                "aud": token_url.as_str(),
+                "iat": now.timestamp(),
+                "exp": now.timestamp() + 300,
+                "jti": random_jti(),
+            });
+            let assertion = sign_rs256(&claims, key, key_id.clone(), None)?;
+            let form = vec![
+                ("grant_type".to_owned(), "client_credentials".to_owned()),
+                ("scope".to_owned(), scopes.join(" ")),
+                (
+                    "client_assertion_type".to_owned(),
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_owned(),
+                ),
+                ("client_assertion".to_owned(), assertion.expose().to_owned()),
+            ];
+            fetch_oauth_token(&self.api, token_url.clone(), form).await
+        };
+        if fresh { self.tokens.get_fresh(fetch).await } else { self.tokens.get(now, fetch).await }
     }
 
     async fn get(&self, url: Url) -> Result<ApiResponse, ConnectorError> {
@@ -560,7 +585,8 @@ impl OktaConnector {
         if now - state.at > retention {
             return Err(ConnectorError::ResyncRequired("the system log position is older than its retention".into()));
         }
-        let mut url = self.same_origin(self.url(&state.next)?)?;
+        // The stored link is a path from the org's origin (the org_url's path included).
+        let mut url = self.org.on_origin(&state.next)?;
         let mut group_in_scope = HashMap::new();
         loop {
             let response = match self.get(url).await {
@@ -603,6 +629,10 @@ impl PullConnector for OktaConnector {
     }
 
     async fn check(&self) -> Result<CheckReport, ConnectorError> {
+        if let Credentials::ServiceApp { .. } = &self.credentials {
+            // A fresh token: the key is what is tested, not a cached token.
+            self.token(true).await?;
+        }
         let scope = match &self.config.app_id {
             Some(app) => {
                 let found = self.get(self.url(&format!("/api/v1/apps/{app}"))?).await.map_err(|e| match e {

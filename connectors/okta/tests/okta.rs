@@ -12,7 +12,8 @@ use chrono::Utc;
 use fake::{API_TOKEN, APP_ID, CLIENT_ID, OktaFake};
 use muster_connector::conformance::{FakeDirectory, FakeUser, run_conformance};
 use muster_connector::{
-    ConnectorError, HttpSettings, ManualClock, MemorySink, PullConnector, PullMode, PullOptions, SecretRef, run_pull,
+    ConnectorError, HttpSettings, ManualClock, MemorySink, PullConnector, PullMode, PullOptions, SecretRef, TokenPool,
+    run_pull,
 };
 use muster_connector_okta::{OktaAuth, OktaConfig, OktaConnector};
 
@@ -176,4 +177,55 @@ fn config_is_strict_and_keeps_secrets_by_reference() {
     assert!(serde_json::from_value::<OktaConfig>(unknown).is_err());
     let inline = serde_json::json!({"org_url": "https://a", "auth": {"type": "api_token", "token": "00abc"}});
     assert!(serde_json::from_value::<OktaConfig>(inline).is_err());
+}
+
+/// Issue 17 point 3: an `org_url` with a path (a proxy in front of the org)
+/// keeps it for every request, the token endpoint and the System Log
+/// position stored in the cursor included.
+#[tokio::test]
+async fn conformance_behind_a_proxy_under_a_path() {
+    let clock = clock();
+    let fake = OktaFake::start_at(2, true, clock.clone(), "/okta").await;
+    assert!(fake.base.ends_with("/okta"));
+    let s = secrets();
+    let auth =
+        OktaAuth::PrivateKeyJwt { client_id: CLIENT_ID.into(), private_key: s.key.clone(), key_id: None, scopes: None };
+    let cfg = config(&fake, auth, true);
+    let c = clock.clone();
+    let connect = move || Box::new(OktaConnector::new(cfg.clone(), c.clone()).unwrap()) as Box<dyn PullConnector>;
+    // The fake answers nothing outside /okta: a lost path fails the first request.
+    run_conformance(&fake, &clock, &connect).await.unwrap();
+}
+
+/// Issue 17 point 7: service-app tokens outlive a connector through the pool.
+#[tokio::test]
+async fn service_app_tokens_outlive_a_connector() {
+    let clock = clock();
+    let fake = OktaFake::start(10, false, clock.clone()).await;
+    fake.create_user(&FakeUser {
+        user_name: "a@x.io".into(),
+        given_name: "A".into(),
+        family_name: "B".into(),
+        active: true,
+    });
+    let s = secrets();
+    let auth =
+        OktaAuth::PrivateKeyJwt { client_id: CLIENT_ID.into(), private_key: s.key.clone(), key_id: None, scopes: None };
+    let cfg = config(&fake, auth, false);
+    let pool = TokenPool::new();
+    let connect = || OktaConnector::new(cfg.clone(), clock.clone()).unwrap().with_token_pool(&pool);
+    let mut sink = MemorySink::new();
+    let outcome = run_pull(&connect(), PullMode::Refresh, &mut sink, &PullOptions::default()).await.unwrap();
+    let resume = PullMode::Resume { cursor: outcome.cursor.unwrap() };
+    run_pull(&connect(), resume, &mut sink, &PullOptions::default()).await.unwrap();
+    assert_eq!(fake.token_requests(), 1, "two pulls, two connectors, one token");
+    // Okta's service-app tokens last an hour; five minutes before, a fresh one.
+    clock.advance(Duration::from_secs(3600 - 299));
+    run_pull(&connect(), PullMode::Refresh, &mut sink, &PullOptions::default()).await.unwrap();
+    assert_eq!(fake.token_requests(), 2);
+    // A connection test tests the key: a fresh token, kept for the pulls after it.
+    connect().check().await.unwrap();
+    assert_eq!(fake.token_requests(), 3);
+    run_pull(&connect(), PullMode::Refresh, &mut sink, &PullOptions::default()).await.unwrap();
+    assert_eq!(fake.token_requests(), 3);
 }

@@ -167,7 +167,7 @@ impl DirectorySync {
         actor: &str,
     ) -> Result<(Directory, Option<String>), SyncError> {
         let display_name = clean_name(raw_name)?;
-        let config_json = clean_config(raw_config)?;
+        let config_json = clean_config(kind, raw_config)?;
         check_interval(kind, interval)?;
         check_scim_log_days(kind, scim_log_days)?;
         if kind != Kind::Scim {
@@ -226,11 +226,11 @@ impl DirectorySync {
             check_scim_log_days(current.kind, days)?;
         }
         if let (Some(c), true) = (config, current.kind != Kind::Scim) {
-            self.puller()?.validate(current.kind, &clean_config(c)?)?;
+            self.puller()?.validate(current.kind, &clean_config(current.kind, c)?)?;
         }
         let patch = DirectoryPatch {
             display_name: name.map(clean_name).transpose()?,
-            config_json: config.map(clean_config).transpose()?,
+            config_json: config.map(|c| clean_config(current.kind, c)).transpose()?,
             sync_interval_secs: match interval {
                 Some(i) => {
                     check_interval(current.kind, i)?;

@@ -17,7 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use muster_connector::{
     CheckReport, Clock, ConnectorError, DirectorySink, Page, PullConnector, PullEnd, PullKind, PullMode, PullOptions,
-    SinkError, plan_pull, run_pull,
+    PullOutcome, SinkError, TokenPool, plan_pull, run_pull,
 };
 use tokio::sync::watch;
 
@@ -42,12 +42,14 @@ pub trait ConnectorFactory: Send + Sync {
 /// The Okta, Entra and Google connectors, waiting through `clock`.
 pub struct VendorConnectors {
     clock: Arc<dyn Clock>,
+    /// Access tokens of every credential, kept across pulls (a connector lives one pull).
+    tokens: TokenPool,
 }
 
 impl VendorConnectors {
     /// Connectors that wait through `clock` (the system clock in production).
     pub fn new(clock: Arc<dyn Clock>) -> Self {
-        Self { clock }
+        Self { clock, tokens: TokenPool::new() }
     }
 }
 
@@ -71,10 +73,30 @@ impl ConnectorFactory for VendorConnectors {
             Kind::Scim => {
                 return Err(ConnectorError::Config("a SCIM directory is pushed to; it has no connector".into()));
             }
-            Kind::Okta => Box::new(muster_connector_okta::OktaConnector::new(parse(kind, config_json)?, clock)?),
-            Kind::Entra => Box::new(muster_connector_entra::EntraConnector::new(parse(kind, config_json)?, clock)?),
-            Kind::Google => Box::new(muster_connector_google::GoogleConnector::new(parse(kind, config_json)?, clock)?),
+            Kind::Okta => Box::new(
+                muster_connector_okta::OktaConnector::new(parse(kind, config_json)?, clock)?
+                    .with_token_pool(&self.tokens),
+            ),
+            Kind::Entra => Box::new(
+                muster_connector_entra::EntraConnector::new(parse(kind, config_json)?, clock)?
+                    .with_token_pool(&self.tokens),
+            ),
+            Kind::Google => Box::new(
+                muster_connector_google::GoogleConnector::new(parse(kind, config_json)?, clock)?
+                    .with_token_pool(&self.tokens),
+            ),
         })
+    }
+}
+
+/// What a pull read, for its run's outcome. A full listing that replaced a change
+/// feed whose cursor was refused (expired delta token, System Log position too old)
+/// says so; a connector without a feed lists in full every time, which is no news.
+fn listing_kind(outcome: &PullOutcome, incremental: bool) -> &'static str {
+    match (outcome.full_listing, outcome.resynced && incremental) {
+        (true, true) => "full listing (resync: the change cursor had expired)",
+        (true, false) => "full listing",
+        (false, _) => "changes",
     }
 }
 
@@ -475,7 +497,7 @@ impl Puller {
         let pulled = format!(
             "{} {}: {} users in {} pages; mirror: {} users changed, {} removed, {} groups and {} memberships changed",
             dir.kind.name(),
-            if outcome.full_listing { "full listing" } else { "changes" },
+            listing_kind(&outcome, connector.capabilities().incremental),
             outcome.users,
             outcome.pages,
             w.users_changed,

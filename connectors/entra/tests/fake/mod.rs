@@ -22,9 +22,30 @@
 //! - `group-get` and `group-list-members`: `GET /v1.0/groups/{id}` and
 //!   `GET /v1.0/groups/{id}/members`, direct members only, each with its
 //!   `@odata.type` (`#microsoft.graph.user`, ...), paged by `@odata.nextLink`;
+//! - `json-batching`: `POST /v1.0/$batch` with `{"requests": [{"id", "method",
+//!   "url"}]}` (at most 20, ids unique, `url` relative to the version),
+//!   answered `{"responses": [{"id", "status", "headers", "body"}]}` in
+//!   another order than asked (reversed here); each request goes through the
+//!   same handlers and is throttled on its own (a 429 inside a 200 batch,
+//!   with `Retry-After` in its `headers`); a malformed batch is a 400;
+//! - `query-parameters` and `known-issues`: `$select` returns only the
+//!   properties asked for (a user without `$select` has its default
+//!   properties, which do not include `accountEnabled`); `$top` 1..999 (else
+//!   400); `GET /v1.0/users?$filter=id in ('a','b')` with at most 15 values
+//!   (else 400 `Request_UnsupportedQuery`); paging links keep the query;
+//! - `throttling-limits` (identity and access): requests in flight are
+//!   counted, so a test can hold a connector to its concurrency bound;
 //! - identity platform `v2-oauth2-client-creds-grant-flow` and
 //!   `certificate-credentials`: `POST /{tenant}/oauth2/v2.0/token`, secret or
-//!   RS256 client assertion with `x5t`, errors `{"error", "error_description"}` (AADSTS codes).
+//!   RS256 client assertion with `x5t`, `scope` = `{resource}/.default` of a
+//!   resource the tenant has (Graph: `https://graph.microsoft.com` or its app
+//!   id `00000003-0000-0000-c000-000000000000`), errors `{"error",
+//!   "error_description", "error_codes", "timestamp", "trace_id",
+//!   "correlation_id"}` (AADSTS1002012 for a scope without `/.default`,
+//!   AADSTS500011 for an unknown resource).
+//!
+//! With [`EntraFake::start_at`] every route lives under a path prefix (a
+//! proxy or gateway in front of Graph): `base` then includes it.
 
 #![allow(
     clippy::unwrap_used,
@@ -39,13 +60,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use muster_connector::conformance::{Failure, FakeDirectory, FakeUser};
 use serde_json::{Value, json};
+use tower::ServiceExt;
 
 pub const TENANT: &str = "contoso.onmicrosoft.com";
 pub const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
@@ -57,6 +80,13 @@ pub const SERVICE_PRINCIPAL_ID: &str = "77777777-8888-4999-aaaa-bbbbbbbbbbbb";
 /// The app role id Graph uses for "Default Access" (an app without app roles).
 const DEFAULT_ACCESS_ROLE: &str = "00000000-0000-0000-0000-000000000000";
 const PUBLIC_KEY: &str = include_str!("../test-key.pub.pem");
+/// Microsoft Graph's resource: its application id URI and its application id.
+pub const GRAPH_RESOURCE: &str = "https://graph.microsoft.com";
+pub const GRAPH_APP_ID: &str = "00000003-0000-0000-c000-000000000000";
+/// Graph's bound on `$top` for directory objects.
+pub const MAX_TOP: usize = 999;
+/// The properties Graph returns of a user without `$select` (v1.0 defaults that the fake holds).
+const USER_DEFAULTS: [&str; 6] = ["id", "displayName", "givenName", "surname", "mail", "userPrincipalName"];
 
 struct FUser {
     upn: String,
@@ -76,7 +106,22 @@ struct FGroup {
 
 struct St {
     base: String,
+    /// The page size when the request has no `$top`.
     page_size: usize,
+    /// The largest page served whatever `$top` asks (Graph: 999; small in tests, so paging is exercised).
+    max_page: usize,
+    /// Resources whose `/.default` the token endpoint grants.
+    resources: BTreeSet<String>,
+    token_requests: usize,
+    /// Sub-requests of `$batch`, as `GET /v1.0/...`.
+    batch_items: Vec<String>,
+    /// Failures answered by the next sub-requests of batches (not by whole HTTP requests).
+    item_failures: VecDeque<Failure>,
+    in_flight: usize,
+    max_in_flight: usize,
+    /// Delta rounds after the first carry changed users with only some
+    /// properties (what `Prefer: return=minimal` answers).
+    minimal_delta: bool,
     version: u64,
     next_id: u64,
     users: BTreeMap<String, FUser>,
@@ -106,12 +151,36 @@ pub struct EntraFake {
 type Shared = Arc<Mutex<St>>;
 
 impl EntraFake {
+    /// A fake whose pages hold `page_size` entries, whatever `$top` asks.
     pub async fn start(page_size: usize) -> Self {
+        Self::start_with(page_size, page_size, "").await
+    }
+
+    /// A fake whose routes live under `prefix` (`/graph`): a proxy in front of Graph.
+    pub async fn start_at(page_size: usize, prefix: &str) -> Self {
+        Self::start_with(page_size, page_size, prefix).await
+    }
+
+    /// A fake with Graph's own paging: `default_page` entries without `$top`,
+    /// up to `max_page` with it.
+    pub async fn start_paged(default_page: usize, max_page: usize) -> Self {
+        Self::start_with(default_page, max_page, "").await
+    }
+
+    async fn start_with(page_size: usize, max_page: usize, prefix: &str) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let base = format!("http://{}{prefix}", listener.local_addr().unwrap());
         let st = Arc::new(Mutex::new(St {
             base: base.clone(),
             page_size,
+            max_page: max_page.min(MAX_TOP),
+            resources: BTreeSet::from([GRAPH_RESOURCE.to_owned(), GRAPH_APP_ID.to_owned()]),
+            token_requests: 0,
+            batch_items: Vec::new(),
+            item_failures: VecDeque::new(),
+            in_flight: 0,
+            max_in_flight: 0,
+            minimal_delta: false,
             version: 0,
             next_id: 0,
             users: BTreeMap::new(),
@@ -128,21 +197,59 @@ impl EntraFake {
             auto_assign_groups: false,
             deny_applications: false,
         }));
-        let router = Router::new()
-            .route("/{tenant}/oauth2/v2.0/token", post(token))
+        let api = Router::new()
             .route("/v1.0/users/delta", get(users_delta))
             .route("/v1.0/groups/delta", get(groups_delta))
-            .route("/v1.0/users", get(list_top))
+            .route("/v1.0/users", get(list_users))
             .route("/v1.0/groups", get(list_top))
             .route("/v1.0/users/{id}", get(get_user))
             .route("/v1.0/groups/{id}", get(get_group))
             .route("/v1.0/groups/{id}/members", get(group_members))
             .route("/v1.0/servicePrincipals/{id}", get(get_service_principal))
             .route("/v1.0/servicePrincipals/{id}/appRoleAssignedTo", get(app_role_assigned_to))
-            .layer(middleware::from_fn_with_state(st.clone(), gate))
             .with_state(st.clone());
+        // A batch's requests run through the same handlers, each past its own gate.
+        let items = api.clone().layer(middleware::from_fn_with_state(st.clone(), item_gate));
+        let router = api
+            .route("/{tenant}/oauth2/v2.0/token", post(token).with_state(st.clone()))
+            .route("/v1.0/$batch", post(batch).with_state(BatchState { items }))
+            .layer(middleware::from_fn_with_state(st.clone(), gate));
+        let router = if prefix.is_empty() { router } else { Router::new().nest(prefix, router) };
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
         Self { st, base }
+    }
+
+    /// How many token requests reached the token endpoint.
+    pub fn token_requests(&self) -> usize {
+        self.st.lock().unwrap().token_requests
+    }
+
+    /// The sub-requests of every `$batch` so far (`GET /v1.0/...`).
+    pub fn batch_items(&self) -> Vec<String> {
+        self.st.lock().unwrap().batch_items.clone()
+    }
+
+    /// The most HTTP requests that were in flight at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.st.lock().unwrap().max_in_flight
+    }
+
+    /// The next sub-requests of batches answer these failures, one each (the
+    /// batch itself answers 200, as Graph does).
+    pub fn fail_next_in_batch(&self, failures: &[Failure]) {
+        self.st.lock().unwrap().item_failures.extend(failures.iter().copied());
+    }
+
+    /// Changed users in later delta rounds carry only `id` and `displayName`
+    /// (`Prefer: return=minimal`, user-delta): the connector must read the rest.
+    pub fn set_minimal_delta(&self, minimal: bool) {
+        self.st.lock().unwrap().minimal_delta = minimal;
+    }
+
+    /// The tenant's Graph is this resource instead (a national cloud:
+    /// `https://graph.microsoft.us`); tokens are granted for its `/.default` only.
+    pub fn set_graph_resource(&self, resource: &str) {
+        self.st.lock().unwrap().resources = BTreeSet::from([resource.to_owned(), GRAPH_APP_ID.to_owned()]);
     }
 
     pub fn requests(&self) -> Vec<String> {
@@ -206,6 +313,9 @@ async fn gate(State(st): State<Shared>, request: Request, next: Next) -> Respons
     {
         let mut s = st.lock().unwrap();
         s.requests.push(format!("{} {}", request.method(), request.uri()));
+        if token_endpoint {
+            s.token_requests += 1;
+        }
         if let Some(f) = s.failures.pop_front() {
             return failure(f, token_endpoint);
         }
@@ -215,24 +325,113 @@ async fn gate(State(st): State<Shared>, request: Request, next: Next) -> Respons
             }
             s.fail_after = Some((left - 1, f));
         }
-        if !token_endpoint {
-            let auth = request.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
-            if !auth.strip_prefix("Bearer ").is_some_and(|t| s.tokens.contains(t)) {
-                return failure(Failure::Unauthorized, false);
-            }
+        if !token_endpoint && !s.authorized(request.headers()) {
+            return failure(Failure::Unauthorized, false);
+        }
+        s.in_flight += 1;
+        s.max_in_flight = s.max_in_flight.max(s.in_flight);
+    }
+    let response = next.run(request).await;
+    st.lock().unwrap().in_flight -= 1;
+    response
+}
+
+/// The gate of one request inside a batch: its own failures and token check.
+async fn item_gate(State(st): State<Shared>, request: Request, next: Next) -> Response {
+    {
+        let mut s = st.lock().unwrap();
+        s.batch_items.push(format!("{} {}", request.method(), request.uri()));
+        if let Some(f) = s.item_failures.pop_front() {
+            return failure(f, false);
+        }
+        if !s.authorized(request.headers()) {
+            return failure(Failure::Unauthorized, false);
         }
     }
     next.run(request).await
+}
+
+#[derive(Clone)]
+struct BatchState {
+    items: Router,
+}
+
+/// `POST /v1.0/$batch` (json-batching): each request through the same
+/// handlers, the answers in another order than asked.
+async fn batch(State(b): State<BatchState>, headers: HeaderMap, body: String) -> Response {
+    let bad = |message: &str| graph_error(StatusCode::BAD_REQUEST, "BadRequest", message);
+    let Ok(parsed) = serde_json::from_str::<Value>(&body) else { return bad("Invalid batch payload.") };
+    let Some(requests) = parsed.get("requests").and_then(Value::as_array) else {
+        return bad("Invalid batch payload format.");
+    };
+    if requests.is_empty() || requests.len() > 20 {
+        return bad("The number of requests in a batch must be between 1 and 20.");
+    }
+    let ids: BTreeSet<String> = requests.iter().filter_map(|r| r["id"].as_str()).map(str::to_ascii_lowercase).collect();
+    if ids.len() != requests.len() {
+        return bad("Batch request ids must be unique.");
+    }
+    let mut responses = Vec::new();
+    for r in requests {
+        let (Some(id), Some(method), Some(url)) = (r["id"].as_str(), r["method"].as_str(), r["url"].as_str()) else {
+            return bad("Each request needs an id, a method and a url.");
+        };
+        if !method.eq_ignore_ascii_case("GET") {
+            responses.push(json!({"id": id, "status": 405, "headers": {"Content-Type": "application/json"},
+                "body": {"error": {"code": "Request_BadRequest", "message": "Specified HTTP method is not allowed for the request target."}}}));
+            continue;
+        }
+        let uri = format!("/v1.0{}{url}", if url.starts_with('/') { "" } else { "/" });
+        let mut sub = Request::builder().method("GET").uri(uri);
+        if let Some(auth) = headers.get("authorization") {
+            sub = sub.header("authorization", auth);
+        }
+        let answer = b.items.clone().oneshot(sub.body(Body::empty()).unwrap()).await.unwrap();
+        let status = answer.status().as_u16();
+        let mut sub_headers = serde_json::Map::new();
+        for (name, value) in answer.headers() {
+            let name = match name.as_str() {
+                "retry-after" => "Retry-After",
+                "content-type" => "Content-Type",
+                other => other,
+            };
+            sub_headers.insert(name.to_owned(), json!(value.to_str().unwrap_or("")));
+        }
+        let bytes = axum::body::to_bytes(answer.into_body(), usize::MAX).await.unwrap();
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        responses.push(json!({"id": id, "status": status, "headers": sub_headers, "body": body}));
+    }
+    // "Individual responses might appear in a different order than the requests."
+    responses.reverse();
+    axum::Json(json!({ "responses": responses })).into_response()
 }
 
 fn form(body: &str) -> HashMap<String, String> {
     muster_connector::http::Url::parse(&format!("http://x/?{body}")).unwrap().query_pairs().into_owned().collect()
 }
 
+/// An error of the identity platform: `{"error", "error_description",
+/// "error_codes", "timestamp", "trace_id", "correlation_id", "error_uri"}`,
+/// the description starting with its AADSTS code.
+fn aadsts(status: StatusCode, error: &str, code: u32, description: &str) -> Response {
+    let body = json!({
+        "error": error,
+        "error_description": format!("AADSTS{code}: {description} Trace ID: 0f6d5b8a-1c2d-4e3f-9a8b-7c6d5e4f3a2b Correlation ID: 5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d Timestamp: 2026-01-01 00:00:00Z"),
+        "error_codes": [code],
+        "timestamp": "2026-01-01 00:00:00Z",
+        "trace_id": "0f6d5b8a-1c2d-4e3f-9a8b-7c6d5e4f3a2b",
+        "correlation_id": "5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d",
+        "error_uri": format!("https://login.microsoftonline.com/error?code={code}"),
+    });
+    (status, axum::Json(body)).into_response()
+}
+
 async fn token(State(st): State<Shared>, Path(tenant): Path<String>, body: String) -> Response {
     let f = form(&body);
     let err = |status: StatusCode, error: &str, description: &str| {
-        (status, axum::Json(json!({"error": error, "error_description": description}))).into_response()
+        let code = description.strip_prefix("AADSTS").and_then(|d| d.split(':').next()).and_then(|c| c.parse().ok());
+        let text = description.split_once(": ").map(|(_, t)| t).unwrap_or(description);
+        aadsts(status, error, code.unwrap_or(0), text)
     };
     if tenant != TENANT {
         return err(StatusCode::BAD_REQUEST, "invalid_request", "AADSTS90002: Tenant not found.");
@@ -245,11 +444,26 @@ async fn token(State(st): State<Shared>, Path(tenant): Path<String>, body: Strin
             "AADSTS700016: Application not found in the directory.",
         );
     }
-    if f.get("scope") != Some(&format!("{}/.default", s.base)) {
-        return err(
+    // Client credentials take one `{resource}/.default` scope, of a resource the tenant has.
+    let scope = f.get("scope").cloned().unwrap_or_default();
+    let Some(resource) = scope.strip_suffix("/.default").filter(|r| !r.is_empty() && !r.contains(' ')) else {
+        return aadsts(
             StatusCode::BAD_REQUEST,
             "invalid_scope",
-            "AADSTS1002012: The provided value for scope is not valid.",
+            1002012,
+            &format!(
+                "The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."
+            ),
+        );
+    };
+    if !s.resources.contains(resource.trim_end_matches('/')) {
+        return aadsts(
+            StatusCode::BAD_REQUEST,
+            "invalid_resource",
+            500011,
+            &format!(
+                "The resource principal named {resource} was not found in the tenant named {TENANT}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant."
+            ),
         );
     }
     if let Some(secret) = f.get("client_secret") {
@@ -284,6 +498,25 @@ async fn token(State(st): State<Shared>, Path(tenant): Path<String>, body: Strin
 }
 
 impl St {
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+        auth.strip_prefix("Bearer ").is_some_and(|t| self.tokens.contains(t))
+    }
+
+    /// The page size `$top` asks for, within the fake's bounds; Graph refuses
+    /// a `$top` outside 1..999.
+    fn top(&self, q: &HashMap<String, String>) -> Result<usize, Response> {
+        match q.get("$top").map(|t| t.parse::<usize>()) {
+            None => Ok(self.page_size.max(1).min(self.max_page.max(1))),
+            Some(Ok(n)) if (1..=MAX_TOP).contains(&n) => Ok(n.min(self.max_page.max(1))),
+            Some(_) => Err(graph_error(
+                StatusCode::BAD_REQUEST,
+                "Request_BadRequest",
+                &format!("Invalid page size specified: '{}'. Must be between 1 and 999 inclusive.", q["$top"]),
+            )),
+        }
+    }
+
     fn assign(&mut self, principal_id: &str) {
         let kind = if self.users.contains_key(principal_id) {
             "User"
@@ -299,19 +532,30 @@ impl St {
     }
 
     /// A plain (non-delta) collection page: `value` from `offset`, and an
-    /// `@odata.nextLink` with `$skiptoken={offset}` while more remain.
+    /// `@odata.nextLink` with `$skiptoken={offset}` (and the rest of the
+    /// query, `$select` and `$top` included) while more remain.
     fn list_page(&self, path: &str, entity: &str, entries: Vec<Value>, q: &HashMap<String, String>) -> Response {
         let offset: usize = match q.get("$skiptoken").map(|t| t.parse()) {
             None => 0,
             Some(Ok(offset)) => offset,
             Some(Err(_)) => return graph_error(StatusCode::BAD_REQUEST, "BadRequest", "Invalid $skiptoken."),
         };
-        let end = (offset + self.page_size.max(1)).min(entries.len());
+        let size = match self.top(q) {
+            Ok(size) => size,
+            Err(r) => return r,
+        };
+        let end = (offset + size).min(entries.len());
         let value: Vec<Value> = entries[offset.min(entries.len())..end].to_vec();
         let mut body = json!({"@odata.context": format!("{}/v1.0/$metadata#{entity}", self.base), "value": value});
         if end < entries.len() {
             let mut url = muster_connector::http::Url::parse(&format!("{}{path}", self.base)).unwrap();
-            url.query_pairs_mut().append_pair("$skiptoken", &end.to_string());
+            {
+                let mut pairs = url.query_pairs_mut();
+                for (k, v) in q.iter().filter(|(k, _)| k.as_str() != "$skiptoken").collect::<BTreeMap<_, _>>() {
+                    pairs.append_pair(k, v);
+                }
+                pairs.append_pair("$skiptoken", &end.to_string());
+            }
             body["@odata.nextLink"] = json!(url.as_str());
         }
         axum::Json(body).into_response()
@@ -386,23 +630,25 @@ async fn users_delta(State(st): State<Shared>, Query(q): Query<HashMap<String, S
         Ok(p) => p,
         Err(r) => return r,
     };
-    let mut entries = Vec::new();
-    if !s.hidden {
-        for (id, u) in &s.users {
-            if u.version <= since || u.version > upto {
-                continue;
-            }
-            if u.deleted {
-                if since > 0 {
-                    entries.push(
-                        json!({"@odata.type": "#microsoft.graph.user", "id": id, "@removed": {"reason": "changed"}}),
-                    );
-                }
-            } else {
-                entries.push(s.user_json(id, u));
-            }
-        }
+    // Only the page's users are turned into JSON, so a listing of 10,000 stays quick;
+    // the others are placeholders, as `respond` cuts the page out by position.
+    let changed: Vec<(&String, &FUser)> = if s.hidden {
+        Vec::new()
+    } else {
+        s.users.iter().filter(|(_, u)| u.version > since && u.version <= upto && (!u.deleted || since > 0)).collect()
+    };
+    let end = (offset + s.page_size).min(changed.len());
+    let mut entries: Vec<Value> = vec![Value::Null; offset.min(changed.len())];
+    for (id, u) in &changed[offset.min(changed.len())..end] {
+        entries.push(if u.deleted {
+            json!({"@odata.type": "#microsoft.graph.user", "id": id, "@removed": {"reason": "changed"}})
+        } else if since > 0 && s.minimal_delta {
+            json!({"id": id, "displayName": format!("{} {}", u.given, u.surname)})
+        } else {
+            s.user_json(id, u)
+        });
     }
+    entries.resize(changed.len(), Value::Null);
     s.respond("/v1.0/users/delta", "users", entries, since, upto, offset, "")
 }
 
@@ -473,10 +719,65 @@ async fn list_top(State(_): State<Shared>) -> Response {
     axum::Json(json!({"value": []})).into_response()
 }
 
-async fn get_user(State(st): State<Shared>, Path(id): Path<String>) -> Response {
+/// Only the properties `$select` names (and `id` and `@odata.type`, always
+/// returned), or `defaults` without `$select`.
+fn project(mut value: Value, q: &HashMap<String, String>, defaults: &[&str]) -> Value {
+    let selected: Vec<String> = match q.get("$select") {
+        Some(list) => list.split(',').map(|p| p.trim().to_owned()).collect(),
+        None => defaults.iter().map(|p| (*p).to_owned()).collect(),
+    };
+    if let Some(obj) = value.as_object_mut() {
+        obj.retain(|k, _| k == "id" || k == "@odata.type" || selected.iter().any(|p| p == k));
+    }
+    value
+}
+
+/// The ids of `id in ('a','b')` or `id eq 'a'`; None for any other filter.
+fn filtered_ids(filter: &str) -> Option<Vec<String>> {
+    let f = filter.trim();
+    let quoted = |t: &str| t.trim().strip_prefix('\'').and_then(|t| t.strip_suffix('\'')).map(|t| t.replace("''", "'"));
+    if let Some(rest) = f.strip_prefix("id eq ") {
+        return quoted(rest).map(|id| vec![id]);
+    }
+    let list = f.strip_prefix("id in")?.trim().strip_prefix('(')?.strip_suffix(')')?;
+    list.split(',').map(quoted).collect()
+}
+
+/// `GET /v1.0/users`: the users, or with `$filter=id in (...)` those named
+/// (up to 15 values, Graph "known issues"; more is refused as Graph does).
+async fn list_users(State(st): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let s = st.lock().unwrap();
+    let live =
+        |id: &String| s.users.get(id).filter(|u| !u.deleted).map(|u| project(s.user_json(id, u), &q, &USER_DEFAULTS));
+    let Some(filter) = q.get("$filter") else {
+        let entries: Vec<Value> = if s.hidden { Vec::new() } else { s.users.keys().filter_map(live).collect() };
+        return s.list_page("/v1.0/users", "users", entries, &q);
+    };
+    let Some(ids) = filtered_ids(filter) else {
+        return graph_error(StatusCode::BAD_REQUEST, "Request_UnsupportedQuery", "Unsupported Query.");
+    };
+    if ids.len() > 15 {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "Request_UnsupportedQuery",
+            &format!(
+                "Too many child clauses specified in search filter expression containing 'OR' operators: {}. Max allowed: 15.",
+                ids.len()
+            ),
+        );
+    }
+    let entries: Vec<Value> = ids.iter().filter_map(live).collect();
+    s.list_page("/v1.0/users", "users", entries, &q)
+}
+
+async fn get_user(
+    State(st): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let s = st.lock().unwrap();
     match s.users.get(&id).filter(|u| !u.deleted) {
-        Some(u) => axum::Json(s.user_json(&id, u)).into_response(),
+        Some(u) => axum::Json(project(s.user_json(&id, u), &q, &USER_DEFAULTS)).into_response(),
         None => graph_error(StatusCode::NOT_FOUND, "Request_ResourceNotFound", "Resource does not exist."),
     }
 }
@@ -489,11 +790,18 @@ fn not_found(id: &str) -> Response {
     )
 }
 
-async fn get_group(State(st): State<Shared>, Path(id): Path<String>) -> Response {
+async fn get_group(
+    State(st): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let s = st.lock().unwrap();
     match s.live_group(&id) {
-        Some(g) => axum::Json(json!({"id": id, "displayName": g.name, "description": format!("{} group", g.name)}))
-            .into_response(),
+        Some(g) => {
+            let group = json!({"id": id, "displayName": g.name, "description": format!("{} group", g.name), "mailEnabled": false, "securityEnabled": true});
+            axum::Json(project(group, &q, &["id", "displayName", "description", "mailEnabled", "securityEnabled"]))
+                .into_response()
+        }
         None => not_found(&id),
     }
 }
@@ -512,7 +820,7 @@ async fn group_members(
             if let Some(u) = s.users.get(uid).filter(|u| !u.deleted) {
                 let mut m = s.user_json(uid, u);
                 m["@odata.type"] = json!("#microsoft.graph.user");
-                Some(m)
+                Some(project(m, &q, &USER_DEFAULTS))
             } else {
                 // A nested group: listed, never expanded (direct members only).
                 s.live_group(uid)

@@ -28,6 +28,9 @@
 //!   errors `{"error", "error_description"}`: `invalid_grant` ("Invalid JWT
 //!   Signature.", "Invalid email or User ID"), 401 `unauthorized_client` when
 //!   the delegation does not grant a requested scope.
+//!
+//! With [`GoogleFake::start_at`] every route lives under a path prefix (a
+//! proxy in front of Google): `base` then includes it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::result_large_err, dead_code)]
 
@@ -107,8 +110,13 @@ pub const ALL_SCOPES: [&str; 3] = [
 
 impl GoogleFake {
     pub async fn start(page_size: usize) -> Self {
+        Self::start_at(page_size, "").await
+    }
+
+    /// A fake whose routes live under `prefix` (`/google`): a proxy in front of Google.
+    pub async fn start_at(page_size: usize, prefix: &str) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let base = format!("http://{}{prefix}", listener.local_addr().unwrap());
         let st = Arc::new(Mutex::new(St {
             base: base.clone(),
             page_size,
@@ -133,8 +141,14 @@ impl GoogleFake {
             .route("/admin/directory/v1/groups/{key}/members", get(list_members))
             .layer(middleware::from_fn_with_state(st.clone(), gate))
             .with_state(st.clone());
+        let router = if prefix.is_empty() { router } else { Router::new().nest(prefix, router) };
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
         Self { st, base }
+    }
+
+    /// How many requests reached the token endpoint.
+    pub fn token_requests(&self) -> usize {
+        self.st.lock().unwrap().requests.iter().filter(|r| r.starts_with("POST /token")).count()
     }
 
     pub fn token_url(&self) -> String {

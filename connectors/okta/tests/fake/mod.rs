@@ -15,6 +15,9 @@
 //!   developer.okta.com/docs/reference/rl-best-practices), E0000001 validation (400);
 //! - the org authorization server's `/oauth2/v1/token` for client credentials
 //!   with `private_key_jwt` (developer.okta.com/docs/guides/implement-oauth-for-okta-serviceapp).
+//!
+//! With [`OktaFake::start_at`] every route lives under a path prefix (a
+//! proxy in front of the org): `base` then includes it, and so do the links.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
@@ -85,8 +88,13 @@ impl OktaFake {
     /// `app`: the org has an app `APP_ID`, and every user and group the kit
     /// creates is assigned to it.
     pub async fn start(page_size: usize, app: bool, clock: Arc<ManualClock>) -> Self {
+        Self::start_at(page_size, app, clock, "").await
+    }
+
+    /// A fake whose routes live under `prefix` (`/okta`): a proxy in front of the org.
+    pub async fn start_at(page_size: usize, app: bool, clock: Arc<ManualClock>, prefix: &str) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let base = format!("http://{}{prefix}", listener.local_addr().unwrap());
         let st = Arc::new(Mutex::new(St {
             base: base.clone(),
             page_size,
@@ -122,8 +130,14 @@ impl OktaFake {
             .route("/api/v1/logs", get(logs))
             .layer(middleware::from_fn_with_state(shared.clone(), gate))
             .with_state(shared);
+        let router = if prefix.is_empty() { router } else { Router::new().nest(prefix, router) };
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
         Self { st, clock, base }
+    }
+
+    /// How many requests reached the token endpoint.
+    pub fn token_requests(&self) -> usize {
+        self.st.lock().unwrap().requests.iter().filter(|r| r.starts_with("POST /oauth2/v1/token")).count()
     }
 
     pub fn requests(&self) -> Vec<String> {

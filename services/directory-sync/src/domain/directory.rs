@@ -29,6 +29,18 @@ impl Kind {
         }
     }
 
+    /// The config fields that hold secrets (dotted paths), as the kind's
+    /// connector crate declares them; `None` for SCIM, which has no connector
+    /// config.
+    pub fn secret_fields(self) -> Option<&'static [&'static str]> {
+        match self {
+            Kind::Scim => None,
+            Kind::Okta => Some(muster_connector_okta::SECRET_FIELDS),
+            Kind::Entra => Some(muster_connector_entra::SECRET_FIELDS),
+            Kind::Google => Some(muster_connector_google::SECRET_FIELDS),
+        }
+    }
+
     /// From a stored name.
     pub fn from_name(s: &str) -> Option<Self> {
         Some(match s {
@@ -182,7 +194,7 @@ pub fn clean_name(raw: &str) -> Result<String, InputError> {
     Ok(name.to_string())
 }
 
-/// Key fragments that name a secret. A value under such a key must be a reference.
+/// Key fragments that name a secret, for a config no connector declares (SCIM).
 const SECRET_WORDS: &[&str] = &["secret", "token", "password", "private_key", "privatekey", "api_key", "apikey"];
 
 fn names_secret(key: &str) -> bool {
@@ -201,19 +213,24 @@ fn is_reference(v: &Value) -> bool {
     }
 }
 
+fn secret_inline(here: &str) -> InputError {
+    input_error(
+        "secret_inline",
+        "config_json",
+        format!(
+            "config_json.{here} names a secret: give it by reference, {{\"env\": \"VAR\"}} or {{\"file\": \"/path\"}}, never inline"
+        ),
+    )
+}
+
+/// Every key naming a secret holds a reference.
 fn check_secrets(path: &str, v: &Value) -> Result<(), InputError> {
     if let Value::Object(m) = v {
         for (k, child) in m {
             let here = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
             if names_secret(k) {
                 if !is_reference(child) {
-                    return Err(input_error(
-                        "secret_inline",
-                        "config_json",
-                        format!(
-                            "config_json.{here} names a secret: give it by reference, {{\"env\": \"VAR\"}} or {{\"file\": \"/path\"}}, never inline"
-                        ),
-                    ));
+                    return Err(secret_inline(&here));
                 }
             } else {
                 check_secrets(&here, child)?;
@@ -223,9 +240,23 @@ fn check_secrets(path: &str, v: &Value) -> Result<(), InputError> {
     Ok(())
 }
 
+/// Every declared secret field (a dotted path) that is present holds a reference.
+fn check_declared_secrets(v: &Value, fields: &[&str]) -> Result<(), InputError> {
+    for field in fields {
+        let value = field.split('.').try_fold(v, |at, key| at.get(key));
+        if value.is_some_and(|value| !is_reference(value)) {
+            return Err(secret_inline(field));
+        }
+    }
+    Ok(())
+}
+
 /// Checks connector config: empty (stored as `{}`) or a JSON object whose secrets are
-/// references. Returns the normalized text to store.
-pub fn clean_config(raw: &str) -> Result<String, InputError> {
+/// references. Returns the normalized text to store. The secrets of a pull kind are the
+/// fields its connector declares (so Google's `token_url`, a URL, is not one); its own
+/// config parsing then refuses any key it does not know. A SCIM config has no parser
+/// behind it, so there every key that names a secret must be a reference.
+pub fn clean_config(kind: Kind, raw: &str) -> Result<String, InputError> {
     if raw.trim().is_empty() {
         return Ok("{}".into());
     }
@@ -234,7 +265,10 @@ pub fn clean_config(raw: &str) -> Result<String, InputError> {
     if !v.is_object() {
         return Err(input_error("config_not_object", "config_json", "config_json must be a JSON object"));
     }
-    check_secrets("", &v)?;
+    match kind.secret_fields() {
+        Some(fields) => check_declared_secrets(&v, fields)?,
+        None => check_secrets("", &v)?,
+    }
     Ok(v.to_string())
 }
 
@@ -263,15 +297,144 @@ mod tests {
 
     #[test]
     fn secrets_must_be_references() {
-        assert_eq!(clean_config("").unwrap(), "{}");
-        assert!(clean_config(r#"{"domain":"acme.okta.com","api_token":{"env":"OKTA_TOKEN"}}"#).is_ok());
-        assert!(clean_config(r#"{"auth":{"private_key":{"file":"/etc/key.pem"}}}"#).is_ok());
-        let err = clean_config(r#"{"auth":{"client_secret":"hunter2"}}"#).unwrap_err();
+        assert_eq!(clean_config(Kind::Okta, "").unwrap(), "{}");
+        let okta = r#"{"org_url":"https://acme.okta.com","auth":{"type":"api_token","token":{"env":"OKTA_TOKEN"}}}"#;
+        assert!(clean_config(Kind::Okta, okta).is_ok());
+        let inline = r#"{"org_url":"https://acme.okta.com","auth":{"type":"api_token","token":"00abc"}}"#;
+        let err = clean_config(Kind::Okta, inline).unwrap_err();
+        assert_eq!(err.rule, "secret_inline");
+        assert!(err.message.contains("auth.token"), "{}", err.message);
+        assert!(!err.message.contains("00abc"));
+        let key = r#"{"auth":{"type":"private_key_jwt","client_id":"c","private_key":"-----BEGIN"}}"#;
+        assert_eq!(clean_config(Kind::Okta, key).unwrap_err().rule, "secret_inline");
+        let entra = r#"{"tenant_id":"t","client_id":"c","credential":{"type":"client_secret","secret":"hunter2"}}"#;
+        let err = clean_config(Kind::Entra, entra).unwrap_err();
+        assert!(err.message.contains("credential.secret") && !err.message.contains("hunter2"), "{}", err.message);
+        let cert = r#"{"credential":{"type":"certificate","private_key":"-----BEGIN","thumbprint":"ab"}}"#;
+        assert_eq!(clean_config(Kind::Entra, cert).unwrap_err().rule, "secret_inline");
+        let google = r#"{"service_account_key":"{\"private_key\":\"x\"}","admin_email":"a@b.c"}"#;
+        assert_eq!(clean_config(Kind::Google, google).unwrap_err().rule, "secret_inline");
+        // A SCIM config has no connector to declare its secrets: names decide.
+        let err = clean_config(Kind::Scim, r#"{"auth":{"client_secret":"hunter2"}}"#).unwrap_err();
         assert_eq!(err.rule, "secret_inline");
         assert!(err.message.contains("auth.client_secret"), "{}", err.message);
-        assert!(!err.message.contains("hunter2"));
-        assert_eq!(clean_config("[1]").unwrap_err().rule, "config_not_object");
-        assert_eq!(clean_config("{").unwrap_err().rule, "config_not_json");
+        assert_eq!(clean_config(Kind::Okta, "[1]").unwrap_err().rule, "config_not_object");
+        assert_eq!(clean_config(Kind::Okta, "{").unwrap_err().rule, "config_not_json");
+    }
+
+    #[test]
+    fn only_declared_fields_are_secrets() {
+        // Google's documented token_url is a URL: given inline, as it must be.
+        let google = r#"{"service_account_key":{"file":"/run/secrets/key.json"},"admin_email":"a@b.c","token_url":"https://oauth2.googleapis.com/token"}"#;
+        let stored = clean_config(Kind::Google, google).unwrap();
+        assert!(stored.contains("\"token_url\":\"https://oauth2.googleapis.com/token\""), "{stored}");
+        // Entra's token_scope names no secret either.
+        let entra = r#"{"tenant_id":"t","client_id":"c","token_scope":"https://graph.microsoft.us/.default","credential":{"type":"client_secret","secret":{"env":"S"}}}"#;
+        assert!(clean_config(Kind::Entra, entra).is_ok());
+    }
+
+    /// The dotted paths under `v` whose value is a secret reference.
+    fn reference_paths(path: &str, v: &Value, out: &mut Vec<String>) {
+        if is_reference(v) {
+            out.push(path.to_string());
+        } else if let Value::Object(m) = v {
+            for (k, child) in m {
+                reference_paths(&if path.is_empty() { k.clone() } else { format!("{path}.{k}") }, child, out);
+            }
+        }
+    }
+
+    #[test]
+    fn every_secret_a_connector_reads_is_declared() {
+        use muster_connector::SecretRef;
+        let r = || SecretRef::Env("X".into());
+        let configs: Vec<(Kind, Value)> = vec![
+            (
+                Kind::Okta,
+                serde_json::to_value(muster_connector_okta::OktaConfig {
+                    org_url: "https://o".into(),
+                    auth: muster_connector_okta::OktaAuth::ApiToken { token: r() },
+                    app_id: None,
+                    page_size: 1,
+                    log_retention_days: 1,
+                    http: Default::default(),
+                })
+                .unwrap(),
+            ),
+            (
+                Kind::Okta,
+                serde_json::to_value(muster_connector_okta::OktaConfig {
+                    org_url: "https://o".into(),
+                    auth: muster_connector_okta::OktaAuth::PrivateKeyJwt {
+                        client_id: "c".into(),
+                        private_key: r(),
+                        key_id: None,
+                        scopes: None,
+                    },
+                    app_id: None,
+                    page_size: 1,
+                    log_retention_days: 1,
+                    http: Default::default(),
+                })
+                .unwrap(),
+            ),
+            (
+                Kind::Entra,
+                serde_json::to_value(muster_connector_entra::EntraConfig {
+                    tenant_id: "t".into(),
+                    client_id: "c".into(),
+                    credential: muster_connector_entra::EntraCredential::ClientSecret { secret: r() },
+                    authority: "https://a".into(),
+                    graph_url: "https://g".into(),
+                    token_scope: None,
+                    scope: Default::default(),
+                    http: Default::default(),
+                })
+                .unwrap(),
+            ),
+            (
+                Kind::Entra,
+                serde_json::to_value(muster_connector_entra::EntraConfig {
+                    tenant_id: "t".into(),
+                    client_id: "c".into(),
+                    credential: muster_connector_entra::EntraCredential::Certificate {
+                        private_key: r(),
+                        thumbprint: "ab".into(),
+                    },
+                    authority: "https://a".into(),
+                    graph_url: "https://g".into(),
+                    token_scope: None,
+                    scope: Default::default(),
+                    http: Default::default(),
+                })
+                .unwrap(),
+            ),
+            (
+                Kind::Google,
+                serde_json::to_value(muster_connector_google::GoogleConfig {
+                    service_account_key: r(),
+                    admin_email: "a@b.c".into(),
+                    customer: "my_customer".into(),
+                    scope: Default::default(),
+                    api_url: "https://api".into(),
+                    token_url: Some("https://t".into()),
+                    http: Default::default(),
+                })
+                .unwrap(),
+            ),
+        ];
+        for (kind, config) in configs {
+            let mut found = Vec::new();
+            reference_paths("", &config, &mut found);
+            assert!(!found.is_empty());
+            for path in found {
+                assert!(
+                    kind.secret_fields().unwrap_or_default().contains(&path.as_str()),
+                    "{} does not declare {path}",
+                    kind.name()
+                );
+            }
+        }
     }
 
     #[test]
