@@ -3,15 +3,14 @@
 //! outages and restarts. Waits are on the thing itself (the reconcile queue draining,
 //! a run settling, a stream message), never on a clock.
 
-use std::future::Future;
-use std::time::Duration;
-
 use muster_proto::common::v1 as common;
 use muster_proto::directory::v1 as dpb;
 use muster_proto::membership::v1 as mpb;
 use muster_proto::policy::v1 as ppb;
 use muster_runtime::client::{MembershipClient, PolicyClient};
 use muster_tests::{DbKind, DirectoryClient, TestCluster};
+
+use super::support::{Scim, admin, named, until};
 use serde_json::{Value, json};
 
 on_both_databases! {
@@ -24,100 +23,6 @@ on_both_databases! {
     restart_between_write_and_reconcile_lands_once => restart_between_write_and_reconcile_lands_once;
     events_resume_exactly_and_tokens_isolate => events_resume_exactly_and_tokens_isolate;
     scim_log_records_only_when_on_with_secrets_stripped => scim_log_records_only_when_on_with_secrets_stripped;
-}
-
-/// Longest any wait may take before the test fails (a hang is a failure, not a pass).
-const PATIENCE: Duration = Duration::from_secs(90);
-
-/// Polls `check` until it holds, yielding between attempts.
-async fn until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let waited = tokio::time::timeout(PATIENCE, async {
-        while !check().await {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
-    assert!(waited.is_ok(), "gave up waiting: {what}");
-}
-
-fn admin() -> Option<common::Actor> {
-    Some(common::Actor { kind: Some(common::actor::Kind::AdminId("tester".into())) })
-}
-
-fn named(name: &str) -> common::GroupRef {
-    common::GroupRef { id: String::new(), name: name.into() }
-}
-
-/// A SCIM client for one directory.
-struct Scim {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Scim {
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .header("content-type", "application/scim+json");
-        if let Some(b) = body {
-            req = req.body(b.to_string());
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn create_user(&self, user_name: &str) -> String {
-        let body = json!({
-            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-            "userName": user_name,
-            "name": {"givenName": "Test", "familyName": user_name},
-            "emails": [{"value": user_name, "type": "work", "primary": true}],
-            "active": true
-        });
-        let (status, v) = self.send(reqwest::Method::POST, "/Users", Some(body)).await;
-        assert_eq!(status, 201, "{v}");
-        v["id"].as_str().unwrap().to_string()
-    }
-
-    async fn set_active(&self, id: &str, active: bool) {
-        let body = json!({
-            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-            "Operations": [{"op": "replace", "value": {"active": active}}]
-        });
-        let (status, v) = self.send(reqwest::Method::PATCH, &format!("/Users/{id}"), Some(body)).await;
-        assert_eq!(status, 200, "{v}");
-    }
-
-    async fn create_group(&self, name: &str, members: &[&str]) -> String {
-        let members: Vec<Value> = members.iter().map(|m| json!({"value": m})).collect();
-        let body = json!({
-            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
-            "displayName": name,
-            "members": members
-        });
-        let (status, v) = self.send(reqwest::Method::POST, "/Groups", Some(body)).await;
-        assert_eq!(status, 201, "{v}");
-        v["id"].as_str().unwrap().to_string()
-    }
-
-    async fn group_members(&self, group: &str, op: &str, members: &[&str]) {
-        let value: Vec<Value> = members.iter().map(|m| json!({"value": m})).collect();
-        let body = json!({
-            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-            "Operations": [{"op": op, "path": "members", "value": value}]
-        });
-        let (status, v) = self.send(reqwest::Method::PATCH, &format!("/Groups/{group}"), Some(body)).await;
-        assert!(status == 200 || status == 204, "{status} {v}");
-    }
 }
 
 /// A running cluster with a parent, its orgs and a SCIM directory.

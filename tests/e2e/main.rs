@@ -31,5 +31,7 @@ mod directory;
 mod membership;
 mod policy;
 mod pull;
+mod reconcile;
 mod replicas;
 mod runtime;
+mod support;

@@ -5,18 +5,17 @@
 //! Waits are on the thing itself (members, runs, status), never on a clock; the
 //! connectors wait through a manual clock, so throttling costs no time.
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use muster_connector::ManualClock;
-use muster_connector::conformance::{Failure, FakeDirectory, FakeUser};
-use muster_proto::common::v1 as common;
+use muster_connector::conformance::{Failure, FakeDirectory};
 use muster_proto::directory::v1 as dpb;
 use muster_proto::membership::v1 as mpb;
 use muster_proto::policy::v1 as ppb;
 use muster_runtime::client::{MembershipClient, PolicyClient};
 use muster_tests::{DbKind, DirectoryClient, TestCluster};
+
+use super::support::{Fake, PATIENCE, Vendor, admin, named, person, start_fake, until};
 use serde_json::{Value, json};
 
 on_both_databases! {
@@ -26,98 +25,6 @@ on_both_databases! {
     entra_app_scope_pull_provisions_changes_and_survives_failures => entra_app;
     test_directory_says_what_is_wrong => test_directory;
     entra_token_outlives_pulls_and_a_resync_says_so => entra_token_and_resync;
-}
-
-const PATIENCE: Duration = Duration::from_secs(90);
-
-async fn until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let waited = tokio::time::timeout(PATIENCE, async {
-        while !check().await {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
-    assert!(waited.is_ok(), "gave up waiting: {what}");
-}
-
-fn admin() -> Option<common::Actor> {
-    Some(common::Actor { kind: Some(common::actor::Kind::AdminId("tester".into())) })
-}
-
-fn named(name: &str) -> common::GroupRef {
-    common::GroupRef { id: String::new(), name: name.into() }
-}
-
-fn person(name: &str) -> FakeUser {
-    FakeUser {
-        user_name: format!("{name}@example.com"),
-        given_name: name.to_uppercase(),
-        family_name: "Doe".into(),
-        active: true,
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Vendor {
-    Okta,
-    Entra,
-    /// Entra scoped to the users and groups assigned to one app (every pull a full listing).
-    EntraApp,
-    Google,
-}
-
-/// A vendor's fake server and the directory config pointing at it (secrets in files).
-struct Fake {
-    fake: Arc<dyn FakeDirectory>,
-    kind: dpb::DirectoryKind,
-    config: Value,
-    _secrets: tempfile::TempDir,
-}
-
-async fn start_fake(vendor: Vendor, clock: Arc<ManualClock>) -> Fake {
-    let secrets = tempfile::tempdir().unwrap();
-    let file = |name: &str, text: &str| {
-        let p = secrets.path().join(name);
-        std::fs::write(&p, text).unwrap();
-        p.to_string_lossy().to_string()
-    };
-    match vendor {
-        Vendor::Okta => {
-            use muster_connector_okta::testing::{API_TOKEN, OktaFake};
-            let fake = OktaFake::start(2, false, clock).await;
-            let token = file("okta-token", API_TOKEN);
-            let config =
-                json!({"org_url": fake.base, "page_size": 2, "auth": {"type": "api_token", "token": {"file": token}}});
-            Fake { fake: Arc::new(fake), kind: dpb::DirectoryKind::Okta, config, _secrets: secrets }
-        }
-        Vendor::Entra | Vendor::EntraApp => {
-            use muster_connector_entra::testing::{CLIENT_ID, CLIENT_SECRET, EntraFake, SERVICE_PRINCIPAL_ID, TENANT};
-            let fake = EntraFake::start(2).await;
-            let secret = file("entra-secret", CLIENT_SECRET);
-            let mut config = json!({
-                "tenant_id": TENANT, "client_id": CLIENT_ID,
-                "authority": fake.base, "graph_url": fake.base,
-                "credential": {"type": "client_secret", "secret": {"file": secret}}
-            });
-            if vendor == Vendor::EntraApp {
-                // People are in scope through the groups assigned to the app.
-                fake.set_auto_assign(false, true);
-                config["scope"] = json!({"type": "app", "service_principal_id": SERVICE_PRINCIPAL_ID});
-            }
-            Fake { fake: Arc::new(fake), kind: dpb::DirectoryKind::Entra, config, _secrets: secrets }
-        }
-        Vendor::Google => {
-            use muster_connector_google::testing::{ADMIN, GoogleFake};
-            let fake = GoogleFake::start(2).await;
-            let key = file("google-key.json", &fake.key_json());
-            let config = json!({"service_account_key": {"file": key}, "admin_email": ADMIN, "api_url": fake.base});
-            Fake { fake: Arc::new(fake), kind: dpb::DirectoryKind::Google, config, _secrets: secrets }
-        }
-    }
 }
 
 /// A cluster whose connectors wait through a manual clock, a parent with one

@@ -389,6 +389,12 @@ impl TestCluster {
         self.directory = Some(RunningService { url, stop, task });
     }
 
+    /// Directory-sync's database URL, for the few tests that must set up what no API
+    /// sets (another replica's pull lease, say).
+    pub fn directory_db_url(&self) -> &str {
+        self.directory_db.url()
+    }
+
     /// Stops directory-sync.
     pub async fn stop_directory(&mut self) {
         if let Some(d) = self.directory.take() {

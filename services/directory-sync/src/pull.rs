@@ -511,11 +511,12 @@ impl Puller {
         run.outcome = pulled.clone();
         let pulled = match held {
             Some(suspect) => self.hold_listing(run, suspect, &pulled).await.map_err(|e| e.to_string())?,
-            None => {
-                // A listing that looked right supersedes one held earlier.
+            None if outcome.full_listing => {
+                // A full listing that looked right supersedes one held earlier.
                 self.supersede_held_listing(&dir.id, &run.id).await.map_err(|e| e.to_string())?;
                 pulled
             }
+            None => pulled,
         };
         let _ = self.engine.save(run).await;
 

@@ -113,6 +113,33 @@ pub fn verdict(dirs: &[Directory], evidence: &Evidence) -> Verdict {
     }
 }
 
+/// What a person's next login would find, as the parent's directories predict it (for
+/// previews of `jit` settings): the IdP lets them in if a directory assigns them; a
+/// directory that has them deactivated or deleted predicts a refused login (whether
+/// or not they are linked: the login itself, not this prediction, removes anyone);
+/// people no directory has are left to the login, which alone knows.
+pub fn predicted_at_login(dirs: &[Directory], evidence: &Evidence) -> Verdict {
+    match verdict(dirs, evidence) {
+        Verdict::Assigned { groups } => Verdict::Assigned { groups },
+        _ => {
+            let mut said: Vec<String> = evidence
+                .sightings
+                .iter()
+                .filter(|s| !s.active || leaving(dirs, &s.directory_id))
+                .map(|s| format!("not assigned in directory {}", name_of(dirs, &s.directory_id)))
+                .chain(evidence.deleted_in.iter().map(|d| format!("deleted in directory {}", name_of(dirs, d))))
+                .collect();
+            said.sort();
+            said.dedup();
+            if said.is_empty() {
+                Verdict::Unknown { why: "in no directory of the parent: their next login decides".into() }
+            } else {
+                Verdict::Gone { why: said.join("; ") }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +248,22 @@ mod tests {
         assert_eq!(
             verdict(&dirs, &also_b),
             Verdict::Assigned { groups: vec![("b-everyone".into(), "everyone".into())] }
+        );
+    }
+
+    #[test]
+    fn a_login_is_predicted_from_any_sighting() {
+        let dirs = [scim("a")];
+        // An email match cannot remove anyone, but it predicts what the IdP says at login.
+        let deactivated = Evidence { sightings: vec![seen("a", false, false, &[])], deleted_in: vec![] };
+        assert!(matches!(verdict(&dirs, &deactivated), Verdict::Unknown { .. }));
+        assert!(matches!(predicted_at_login(&dirs, &deactivated), Verdict::Gone { .. }));
+        let active = Evidence { sightings: vec![seen("a", true, false, &["admins"])], deleted_in: vec![] };
+        assert!(matches!(predicted_at_login(&dirs, &active), Verdict::Assigned { .. }));
+        let authoritative = [okta("b", true)];
+        assert!(
+            matches!(predicted_at_login(&authoritative, &Evidence::default()), Verdict::Unknown { .. }),
+            "absence from the mirror predicts nothing about a login"
         );
     }
 

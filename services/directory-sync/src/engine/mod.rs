@@ -272,7 +272,7 @@ impl Engine {
                     let mut pass = OrgPass::new(t, trigger, None, dir.id.clone(), dir.brake, dirs.clone(), Mode::Live);
                     for chunk in seeds.chunks(self.config.batch_size.max(1)) {
                         let people = self.people(run, &pass.org.org_id, &dirs, chunk.to_vec(), false).await?;
-                        self.handle(run, &mut pass, people).await?;
+                        self.handle(run, &mut pass, people, chunk.len()).await?;
                     }
                     self.settle(run, &mut pass, approved).await?;
                 }
@@ -318,10 +318,10 @@ impl Engine {
             let t = token.clone();
             let (page, next) = self.patient(run, || self.up.list_members(&org, &t)).await?;
             pass.saw_members(&page);
-            let people = self
-                .people(run, &org, &dirs, page.into_iter().map(|m| Seed::Member(Box::new(m))).collect(), false)
-                .await?;
-            self.handle(run, pass, people).await?;
+            let n = page.len();
+            let seeds = page.into_iter().map(|m| Seed::Member(Box::new(m))).collect();
+            let people = self.people(run, &org, &dirs, seeds, false).await?;
+            self.handle(run, pass, people, n).await?;
             if next.is_empty() {
                 break;
             }
@@ -346,9 +346,10 @@ impl Engine {
                             user_id: u.id,
                         })
                     })
-                    .collect();
+                    .collect::<Vec<_>>();
+                let n = seeds.len();
                 let people = self.people(run, &org, &dirs, seeds, true).await?;
-                self.handle(run, pass, people).await?;
+                self.handle(run, pass, people, n).await?;
                 match page.next_after {
                     Some(a) => after = Some(a),
                     None => break,
@@ -426,8 +427,9 @@ impl Engine {
                 let o = run.org_mut(&org_id);
                 o.counts.held = (o.counts.held - chunk.len() as i64).max(0);
                 // Re-decided now: someone re-assigned since the run was held stays.
+                let n = seeds.len();
                 let people = self.people(run, &org_id, &dirs, seeds, false).await?;
-                self.handle(run, &mut pass, people).await?;
+                self.handle(run, &mut pass, people, n).await?;
             }
             self.settle(run, &mut pass, true).await?;
             self.save(run).await?;

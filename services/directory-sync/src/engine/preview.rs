@@ -182,7 +182,7 @@ impl Engine {
             }
         }
         self.unmatched_groups(&dirs, &proposed, &mut out).await?;
-        let when = if out.at_next_login { " at their next login" } else { "" };
+        let when = if out.at_next_login { " at your next login" } else { "" };
         out.would_trip_brake = pass.would_hold;
         if out.would_trip_brake {
             out.warnings.push(format!(

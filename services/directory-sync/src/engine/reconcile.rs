@@ -9,7 +9,7 @@ use muster_proto::policy::v1 as ppb;
 
 use crate::domain::brake::Brake;
 use crate::domain::directory::Directory;
-use crate::domain::evidence::Verdict;
+use crate::domain::evidence::{Verdict, predicted_at_login};
 use crate::domain::mirror::apply_key;
 use crate::domain::run::{ItemKind, Phase, RunItem, SyncRun};
 use crate::error::SyncError;
@@ -171,7 +171,11 @@ impl Engine {
     ) -> Result<Vec<Decided>, SyncError> {
         let mut asked = Vec::new();
         let mut subjects = Vec::new();
-        for p in people {
+        for mut p in people {
+            if pass.trigger == common::Trigger::Login {
+                // A jit preview: what each person's next login would find.
+                p.verdict = predicted_at_login(&pass.dirs, &p.evidence);
+            }
             let subject = match &p.verdict {
                 Verdict::Assigned { groups } => Some(ppb::Subject {
                     user_ref: p.user_ref(),
@@ -228,14 +232,16 @@ impl Engine {
     }
 
     /// Decides a batch of people and applies what changes now; removals (and guardian
-    /// demotions) wait for [`Engine::settle`].
+    /// demotions) wait for [`Engine::settle`]. `seeds` is how many seeds the batch came
+    /// from (the run's progress counts those, people left out included).
     pub(crate) async fn handle(
         &self,
         run: &mut SyncRun,
         pass: &mut OrgPass,
         people: Vec<Person>,
+        seeds: usize,
     ) -> Result<(), SyncError> {
-        let n = people.len() as i64;
+        let n = seeds as i64;
         let decided = self.decide(run, pass, people).await?;
         let mut apply = Vec::new();
         let mut unchanged = 0;
