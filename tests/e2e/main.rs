@@ -34,4 +34,5 @@ mod pull;
 mod reconcile;
 mod replicas;
 mod runtime;
+mod stories;
 mod support;

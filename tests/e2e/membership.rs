@@ -19,6 +19,7 @@ on_both_databases! {
     events_resume_after_restart => events_resume_after_restart;
     manual_changes_and_listing => manual_changes_and_listing;
     login_without_policy_is_unavailable => login_without_policy_is_unavailable;
+    freed_seats_reach_waiting_people_in_order => freed_seats_reach_waiting_people_in_order;
 }
 
 fn admin() -> Option<common::Actor> {
@@ -556,5 +557,69 @@ async fn login_without_policy_is_unavailable(kind: DbKind) {
     cluster.start_policy().await;
     let r = login(&mut m, &org, "known@acme.test", true, &[]).await;
     assert!(r.allowed, "works again once policy is back");
+    cluster.stop().await;
+}
+
+async fn set_seats(m: &mut MembershipClient, org: &str, tier: &str, n: i64) -> Result<pb::SeatUsage, tonic::Status> {
+    m.set_seats(pb::SetSeatsRequest { org_id: org.into(), seat_tier: tier.into(), purchased: Some(n), actor: admin() })
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn seat_of(m: &mut MembershipClient, org: &str, email: &str) -> (i32, String, String) {
+    let all = members(m, org).await;
+    let x = all.iter().find(|x| x.user.as_ref().is_some_and(|u| u.email == email)).expect("a member");
+    (x.status, x.seat_tier.clone(), x.wanted_seat_tier.clone())
+}
+
+/// Rule 7: a seat freed by a removal, a seat purchase or a move to another tier goes
+/// at once to whoever waits for it, in the order they started waiting; fewer seats
+/// than are in use cannot be bought.
+async fn freed_seats_reach_waiting_people_in_order(kind: DbKind) {
+    let cluster = TestCluster::start(kind).await;
+    let org = org_with(&cluster, mode(ppb::ProvisioningMode::Manual)).await;
+    let mut m = cluster.membership();
+    set_seats(&mut m, &org, "Premium", 1).await.unwrap();
+    set_seats(&mut m, &org, "Standard", 1).await.unwrap();
+    let active = pb::MemberStatus::Active as i32;
+    let pending = pb::MemberStatus::PendingSeat as i32;
+    let a = add(&mut m, &org, "a@acme.test", "Owner", "Premium").await.unwrap().member.unwrap();
+    // A second Owner, so that a may leave.
+    let b = add(&mut m, &org, "b@acme.test", "Owner", "Standard").await.unwrap().member.unwrap();
+    // Three wait, in this order: c and e for any tier, d for Standard only.
+    for (who, tier) in [("c", ""), ("d", "Standard"), ("e", "")] {
+        let r = add(&mut m, &org, &format!("{who}@acme.test"), "User", tier).await.unwrap();
+        assert_eq!(r.member.unwrap().status, pending, "{who}");
+    }
+
+    let err = set_seats(&mut m, &org, "Premium", 0).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(rule_of(&err).as_deref(), Some("seats_below_use"));
+    assert!(err.message().contains("1 seats in use"), "{}", err.message());
+
+    // A purchase: the new Premium seat goes to c, who waited first.
+    set_seats(&mut m, &org, "Premium", 2).await.unwrap();
+    assert_eq!(seat_of(&mut m, &org, "c@acme.test").await, (active, "Premium".into(), String::new()));
+    assert_eq!(seat_of(&mut m, &org, "e@acme.test").await.0, pending);
+    // A removal: a's Premium seat goes to e (d waits for Standard only).
+    m.remove_member(pb::RemoveMemberRequest { org_id: org.clone(), member_id: a.id, actor: admin() }).await.unwrap();
+    assert_eq!(seat_of(&mut m, &org, "e@acme.test").await, (active, "Premium".into(), String::new()));
+    assert_eq!(seat_of(&mut m, &org, "d@acme.test").await.0, pending);
+    // A move to another tier: b takes a new Premium seat, and b's Standard seat goes to d.
+    set_seats(&mut m, &org, "Premium", 3).await.unwrap();
+    assert_eq!(seat_of(&mut m, &org, "d@acme.test").await.0, pending, "nobody waits for that Premium seat");
+    let b_now = members(&mut m, &org).await.into_iter().find(|x| x.id == b.id).unwrap();
+    m.update_member(pb::UpdateMemberRequest {
+        org_id: org.clone(),
+        member_id: b.id.clone(),
+        expected_version: b_now.version,
+        role: None,
+        seat_tier: Some("Premium".into()),
+        actor: admin(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(seat_of(&mut m, &org, "b@acme.test").await.1, "Premium");
+    assert_eq!(seat_of(&mut m, &org, "d@acme.test").await, (active, "Standard".into(), String::new()));
     cluster.stop().await;
 }
