@@ -62,6 +62,28 @@ pub enum Scope {
     },
 }
 
+/// How long a parent's reconcile lease lasts unless renewed (renewed every third).
+const PARENT_LEASE_TTL: Duration = Duration::from_secs(60);
+
+/// A parent's reconcile lease, held by one run.
+pub(crate) struct ParentLease {
+    store: DieselStore,
+    parent: String,
+    holder: String,
+    renewal: tokio::task::JoinHandle<()>,
+}
+
+impl ParentLease {
+    /// Gives it up.
+    pub(crate) async fn release(self) {
+        self.renewal.abort();
+        if let Err(e) = self.store.release_parent_lease(&self.parent, &self.holder).await {
+            // It lapses by itself; the next run of the parent waits at most its TTL.
+            tracing::warn!(parent = %self.parent, error = %e, "cannot release the parent's reconcile lease");
+        }
+    }
+}
+
 /// The sync engine, shared by the workers and the API.
 pub struct Engine {
     pub(crate) store: DieselStore,
@@ -197,9 +219,51 @@ impl Engine {
     /// Runs and records the end. `approved`: an administrator approved what this run
     /// removes (a held listing), so the brake does not hold it again.
     async fn finish_run(&self, mut run: SyncRun, scope: Scope, note: Option<&str>, approved: bool) -> SyncRun {
-        let result = self.execute_inner(&mut run, scope, approved).await;
+        let result = match self.store.get_directory(&run.directory_id).await {
+            Ok(dir) => match self.parent_lease(&mut run, &dir.parent_id).await {
+                Ok(lease) => {
+                    let r = self.execute_inner(&mut run, scope, approved).await;
+                    lease.release().await;
+                    r
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
         self.end(&mut run, result, note).await;
         run
+    }
+
+    /// Waits for the parent's reconcile lease (one run at a time reconciles a parent,
+    /// in any replica: its directories decide together), keeping it while the run goes.
+    pub(crate) async fn parent_lease(&self, run: &mut SyncRun, parent: &str) -> Result<ParentLease, SyncError> {
+        let holder = format!("run/{}", run.id);
+        let mut said = false;
+        loop {
+            if self.store.take_parent_lease(parent, &holder, PARENT_LEASE_TTL).await? {
+                break;
+            }
+            if !said {
+                said = true;
+                run.outcome = "waiting for another run of the parent's directories to end".into();
+                let _ = self.save(run).await;
+            }
+            let mut stop = self.shutdown.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = stop.wait_for(|s| *s) => return Err(SyncError::ShuttingDown),
+            }
+        }
+        let (store, p, h) = (self.store.clone(), parent.to_string(), holder.clone());
+        let renewal = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(PARENT_LEASE_TTL / 3).await;
+                if let Err(e) = store.take_parent_lease(&p, &h, PARENT_LEASE_TTL).await {
+                    tracing::warn!(parent = %p, error = %e, "cannot renew the parent's reconcile lease");
+                }
+            }
+        });
+        Ok(ParentLease { store: self.store.clone(), parent: parent.to_string(), holder, renewal })
     }
 
     async fn end(&self, run: &mut SyncRun, result: Result<(), SyncError>, note: Option<&str>) {
@@ -363,7 +427,19 @@ impl Engine {
     /// directories as they are now (someone re-assigned meanwhile stays), bypassing
     /// the brake; a held listing is swept first.
     pub async fn release(&self, mut run: SyncRun) -> SyncRun {
-        let result = self.release_inner(&mut run).await;
+        let result = match self.store.get_directory(&run.directory_id).await {
+            Ok(dir) => match self.parent_lease(&mut run, &dir.parent_id).await {
+                Ok(lease) => {
+                    let r = self.release_inner(&mut run).await;
+                    lease.release().await;
+                    r
+                }
+                Err(e) => Err(e),
+            },
+            // The run's directory is gone: its held people are re-decided all the same.
+            Err(SyncError::NotFound { .. }) => self.release_inner(&mut run).await,
+            Err(e) => Err(e),
+        };
         let _ = self.store.release_holds(&run.id).await;
         run.ended_at = Some(chrono::Utc::now());
         run.phase = Phase::Done;

@@ -261,3 +261,75 @@ impl DieselStore {
         self.add_items(run, items).await
     }
 }
+
+impl DieselStore {
+    /// Takes (or renews) the reconcile lease of a parent for `holder` until `now + ttl`:
+    /// succeeds when the lease is free, lapsed, or already `holder`'s.
+    pub async fn take_parent_lease(
+        &self,
+        parent: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, SyncError> {
+        use super::schema::reconcile_leases;
+        let (parent, holder) = (parent.to_string(), holder.to_string());
+        let at = now();
+        let until = at + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::seconds(60));
+        self.db
+            .write(move |conn| {
+                let n = diesel::update(
+                    reconcile_leases::table
+                        .filter(reconcile_leases::parent_id.eq(&parent))
+                        .filter(reconcile_leases::holder.eq(&holder).or(reconcile_leases::expires.lt(at))),
+                )
+                .set((reconcile_leases::holder.eq(&holder), reconcile_leases::expires.eq(until)))
+                .execute(conn)?;
+                if n == 1 {
+                    return Ok(true);
+                }
+                let held = reconcile_leases::table
+                    .find(&parent)
+                    .select(reconcile_leases::holder)
+                    .first::<String>(conn)
+                    .optional()?
+                    .is_some();
+                if held {
+                    return Ok(false);
+                }
+                let inserted = diesel::insert_into(reconcile_leases::table)
+                    .values((
+                        reconcile_leases::parent_id.eq(&parent),
+                        reconcile_leases::holder.eq(&holder),
+                        reconcile_leases::expires.eq(until),
+                    ))
+                    .execute(conn);
+                match inserted {
+                    Ok(_) => Ok(true),
+                    // Another holder inserted it first.
+                    Err(diesel::result::Error::DatabaseError(
+                        diesel::result::DatabaseErrorKind::UniqueViolation,
+                        _,
+                    )) => Ok(false),
+                    Err(e) => Err(e.into()),
+                }
+            })
+            .await
+    }
+
+    /// Gives a parent's reconcile lease up (when `holder` still has it).
+    pub async fn release_parent_lease(&self, parent: &str, holder: &str) -> Result<(), SyncError> {
+        use super::schema::reconcile_leases;
+        let (parent, holder) = (parent.to_string(), holder.to_string());
+        self.db
+            .write(move |conn| {
+                diesel::delete(
+                    reconcile_leases::table
+                        .filter(reconcile_leases::parent_id.eq(&parent))
+                        .filter(reconcile_leases::holder.eq(&holder)),
+                )
+                .execute(conn)?;
+                Ok(())
+            })
+            .await
+    }
+}

@@ -204,6 +204,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    reconcile_leases (parent_id) {
+        parent_id -> Text,
+        holder -> Text,
+        expires -> Timestamp,
+    }
+}
+
 diesel::joinable!(dir_members -> dir_groups (group_id));
 diesel::allow_tables_to_appear_in_same_query!(
     directories,
@@ -220,5 +228,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     scim_requests,
     directory_audit,
     removal_log,
-    org_holds
+    org_holds,
+    reconcile_leases
 );

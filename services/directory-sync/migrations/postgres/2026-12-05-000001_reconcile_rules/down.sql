@@ -1,3 +1,4 @@
+DROP TABLE reconcile_leases;
 ALTER TABLE sync_runs DROP COLUMN held_listing;
 ALTER TABLE sync_runs DROP COLUMN phase;
 ALTER TABLE run_items DROP COLUMN member_id;

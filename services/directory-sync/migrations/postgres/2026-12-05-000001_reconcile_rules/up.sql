@@ -45,3 +45,13 @@ ALTER TABLE run_items ADD COLUMN member_id TEXT NOT NULL DEFAULT '';
 -- holding a suspect full listing, that listing's generation.
 ALTER TABLE sync_runs ADD COLUMN phase TEXT NOT NULL DEFAULT '';
 ALTER TABLE sync_runs ADD COLUMN held_listing BIGINT;
+
+-- One run at a time reconciles a parent (in any replica): a parent's directories
+-- decide together, so a run of one must not decide from what another is changing.
+-- Taken and renewed with a conditional UPDATE like the pull lease; a dead holder's
+-- lease lapses.
+CREATE TABLE reconcile_leases (
+    parent_id TEXT PRIMARY KEY NOT NULL,
+    holder TEXT NOT NULL,
+    expires TIMESTAMP NOT NULL
+);
