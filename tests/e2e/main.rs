@@ -30,6 +30,7 @@ mod deletion;
 mod directory;
 mod membership;
 mod policy;
+mod property;
 mod pull;
 mod reconcile;
 mod replicas;
