@@ -96,7 +96,7 @@ fn main() {
                     UserData {
                         user_name: format!("user{i}@bench.example"),
                         external_id: Some(format!("ext-{i}")),
-                        active: true,
+                        active: Some(true),
                         attributes: Map::new(),
                     },
                     &[],

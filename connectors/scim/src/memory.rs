@@ -495,7 +495,7 @@ mod tests {
     use serde_json::Map;
 
     fn user(name: &str) -> UserData {
-        UserData { user_name: name.into(), external_id: None, active: true, attributes: Map::new() }
+        UserData { user_name: name.into(), external_id: None, active: Some(true), attributes: Map::new() }
     }
 
     #[tokio::test]

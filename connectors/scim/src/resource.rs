@@ -228,8 +228,8 @@ pub fn user_from_attributes(mut attrs: Map<String, Value>) -> Result<UserData, S
         .ok_or_else(|| ScimError::invalid_value("userName is required"))?;
     let external_id = take_string(&mut attrs, "externalId");
     let active = match attrs.remove("active") {
-        Some(Value::Bool(b)) => b,
-        _ => true,
+        Some(Value::Bool(b)) => Some(b),
+        _ => None,
     };
     for k in ["id", "meta", "schemas", "groups", "password"] {
         attrs.remove(k);
@@ -270,6 +270,12 @@ fn meta_json(meta: &Meta, kind: ResourceKind, location: Option<String>) -> Value
 }
 
 impl UserData {
+    /// Whether the IdP assigns the user: an absent `active` means assigned (RFC 7643
+    /// gives `active` no default; an IdP that sends none has not unassigned anyone).
+    pub fn assigned(&self) -> bool {
+        self.active != Some(false)
+    }
+
     /// The attributes as SCIM JSON (no id, meta or schemas).
     pub fn to_attributes(&self) -> Map<String, Value> {
         let mut o = Map::new();
@@ -277,7 +283,9 @@ impl UserData {
         if let Some(e) = &self.external_id {
             o.insert("externalId".into(), e.clone().into());
         }
-        o.insert("active".into(), self.active.into());
+        if let Some(active) = self.active {
+            o.insert("active".into(), active.into());
+        }
         for (k, v) in &self.attributes {
             o.insert(k.clone(), v.clone());
         }
@@ -601,7 +609,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(u.user_name, "a@b.c");
-        assert!(!u.active);
+        assert_eq!(u.active, Some(false));
         assert_eq!(u.attributes["name"], json!({"givenName": "A"}));
         assert_eq!(u.attributes["emails"], json!([{"value": "a@b.c", "type": "work", "primary": true}]));
         assert_eq!(u.attributes[schema::ENTERPRISE_USER_URN], json!({"employeeNumber": "7"}));

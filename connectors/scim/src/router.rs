@@ -530,7 +530,7 @@ async fn create_user<S: DirectoryStore>(
     let user = match existing {
         // Okta: a user deactivated and later re-assigned is POSTed again; the
         // retained, deactivated user is revived instead of a 409.
-        Some(u) if !u.data.active => {
+        Some(u) if !u.data.assigned() => {
             tracing::info!(directory = %dir, user = %u.id, "scim post revives a deactivated user");
             store.replace_user(dir, &u.id, Some(&u.meta.version), data, &groups).await.map_err(|e| match e {
                 StoreError::VersionMismatch => ScimError::Conflict("the user changed meanwhile; retry".into()),

@@ -134,8 +134,10 @@ pub struct UserData {
     pub user_name: String,
     /// The IdP's id for the user.
     pub external_id: Option<String>,
-    /// Assigned and active. `false` means the IdP no longer assigns the user.
-    pub active: bool,
+    /// `active` as the IdP sent it: `Some(false)` means the IdP no longer assigns
+    /// the user; `None` (the IdP sent no `active`, or removed it) reads back without
+    /// `active` and counts as assigned ([`UserData::assigned`]).
+    pub active: Option<bool>,
     /// Every other attribute in SCIM JSON with canonical names (`name`,
     /// `emails`, ...); enterprise extension attributes under the key
     /// `urn:ietf:params:scim:schemas:extension:enterprise:2.0:User`. Never

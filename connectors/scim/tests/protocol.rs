@@ -13,7 +13,7 @@ use axum::Router;
 use axum::body::Body;
 use common::{BASE, DIR_B, Scim, TOKEN_A, TOKEN_B, assert_error, q, scim, scim_with};
 use http::{Method, Request};
-use muster_scim::{MemoryDirectoryStore, ScimConfig, router};
+use muster_scim::{DirectoryStore, MemoryDirectoryStore, ScimConfig, router};
 use serde_json::{Value, json};
 
 fn user(name: &str) -> Value {
@@ -82,7 +82,8 @@ async fn a_token_never_reaches_another_directory() {
         .patch(&format!("/Users/{id}"), json!({"Operations": [{"op": "replace", "path": "active", "value": false}]}))
         .await;
     assert_error(&r, 404, None);
-    assert_eq!(s.get(&format!("/Users/{id}")).await.body["active"], true);
+    // Untouched: created without `active`, it still reads back without it.
+    assert!(s.get(&format!("/Users/{id}")).await.body.get("active").is_none());
 }
 
 #[tokio::test]
@@ -538,4 +539,33 @@ async fn discovery_tells_the_truth() {
     assert_error(&s.get("/ResourceTypes/Printer").await, 404, None);
     assert_error(&s.get("/Printers").await, 404, None);
     assert_error(&s.call(Method::DELETE, "/Users", None).await, 405, None);
+}
+
+#[tokio::test]
+async fn removing_active_reads_back_without_it_and_stays_assigned() {
+    let s = scim().await;
+    let r = s.post("/Users", json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "ann@a.example", "active": true})).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    assert_eq!(r.body["active"], true);
+
+    let r = s.patch(&format!("/Users/{id}"), json!({"Operations": [{"op": "remove", "path": "active"}]})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.get("active").is_none(), "PATCH answer still has active: {}", r.body);
+    let r = s.get(&format!("/Users/{id}")).await;
+    assert!(r.body.get("active").is_none(), "GET still has active: {}", r.body);
+
+    // Absent `active` is still an assigned user for provisioning: the store says so.
+    let stored = s.store.get_user(common::DIR_A, &id).await.unwrap().unwrap();
+    assert_eq!(stored.data.active, None);
+    assert!(stored.data.assigned());
+
+    // `active: false` is what deactivates, and it reads back as sent.
+    let r = s
+        .patch(&format!("/Users/{id}"), json!({"Operations": [{"op": "replace", "path": "active", "value": false}]}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["active"], false);
+    let stored = s.store.get_user(common::DIR_A, &id).await.unwrap().unwrap();
+    assert!(!stored.data.assigned());
 }

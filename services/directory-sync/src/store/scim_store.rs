@@ -74,14 +74,25 @@ fn attributes(json: &str) -> Map<String, Value> {
     serde_json::from_str::<Value>(json).ok().and_then(|v| v.as_object().cloned()).unwrap_or_default()
 }
 
+/// The key under which a user's `active`, as the IdP sent it, is kept in the stored
+/// attributes (`null`: it sent none). Rows written before it was kept have no key;
+/// their `active` column is what the IdP last said.
+const SENT_ACTIVE: &str = "active";
+
 fn user_record(r: &UserRow) -> UserRecord {
+    let mut attrs = attributes(&r.attributes_json);
+    let active = match attrs.remove(SENT_ACTIVE) {
+        Some(Value::Bool(b)) => Some(b),
+        Some(_) => None,
+        None => Some(r.active),
+    };
     UserRecord {
         id: r.id.clone(),
         data: UserData {
             user_name: r.user_name.clone(),
             external_id: r.external_id.clone(),
-            active: r.active,
-            attributes: attributes(&r.attributes_json),
+            active,
+            attributes: attrs,
         },
         meta: Meta { created: utc(r.created_at), last_modified: utc(r.updated_at), version: r.version.to_string() },
     }
@@ -201,8 +212,9 @@ fn set_emails(conn: &mut DbConnection, dir: &str, user_id: &str, attrs: &Map<Str
 }
 
 fn user_row(dir: &str, id: String, data: &UserData, version: i64, created: chrono::NaiveDateTime) -> Tx<UserRow> {
-    let attrs =
-        serde_json::to_string(&data.attributes).map_err(|e| Fail::Store(StoreError::Internal(e.to_string())))?;
+    let mut stored = data.attributes.clone();
+    stored.insert(SENT_ACTIVE.into(), data.active.map(Value::Bool).unwrap_or(Value::Null));
+    let attrs = serde_json::to_string(&stored).map_err(|e| Fail::Store(StoreError::Internal(e.to_string())))?;
     Ok(UserRow {
         id,
         directory_id: dir.to_string(),
@@ -211,7 +223,7 @@ fn user_row(dir: &str, id: String, data: &UserData, version: i64, created: chron
         external_id: data.external_id.clone(),
         email_lower: email_of(&data.user_name, &data.attributes),
         display_name: display_name_of(&data.user_name, &data.attributes),
-        active: data.active,
+        active: data.assigned(),
         attributes_json: attrs,
         version,
         created_at: created,
