@@ -128,5 +128,30 @@ fn the_readme_tour_works() {
     assert!(!anonymous.status.success());
     assert!(String::from_utf8_lossy(&anonymous.stderr).contains("not authenticated"));
 
+    // The demo SCIM directory: provisioning only until an administrator says otherwise.
+    let dirs = up.json(&["directory", "list"]);
+    let dir = dirs[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(dirs[0]["authority"], "provisioning_only", "{dirs}");
+
+    // `directory update` changes one brake field in place and keeps the others.
+    let before = up.json(&["directory", "show", &dir]);
+    let updated = up.json(&["directory", "update", &dir, "--name", "Acme IdP", "--brake-percent", "25"]);
+    assert_eq!(updated["name"], "Acme IdP");
+    assert_eq!(updated["brake"]["max_removal_percent"], 25);
+    assert_eq!(updated["brake"]["min_removals"], before["brake"]["min_removals"]);
+    assert_eq!(updated["brake"]["window_seconds"], before["brake"]["window_seconds"]);
+    // Same validation as create: a clear refusal, nothing changed.
+    let refused = up.run(&["directory", "update", &dir, "--interval", "300"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("interval_not_for_scim"));
+    let nothing = up.run(&["directory", "update", &dir]);
+    assert!(!nothing.status.success());
+    assert!(String::from_utf8_lossy(&nothing.stderr).contains("nothing to change"));
+    // And audited: a higher share is a looser brake, named as such, with who did it.
+    let audit = up.json(&["directory", "audit", &dir]);
+    assert_eq!(audit[0]["action"], "directory.brake_loosened", "{audit}");
+    assert!(audit[0]["actor"].as_str().unwrap().contains("cli"), "{audit}");
+    assert!(audit[0]["after"].as_str().unwrap().contains("Acme IdP"));
+
     up.stop();
 }
