@@ -37,12 +37,14 @@ pub struct ServeArgs {
 pub struct Shutdown(watch::Receiver<bool>);
 
 impl Shutdown {
-    /// A shutdown fired by SIGTERM/SIGINT, and the sender that fires it by hand.
-    pub fn on_signal() -> (watch::Sender<bool>, Self) {
+    /// A shutdown fired by SIGTERM/SIGINT, and the sender that fires it by hand. After
+    /// the signal the process has `grace` to stop (a second signal ends it at once).
+    pub fn on_signal(grace: std::time::Duration) -> (watch::Sender<bool>, Self) {
         let (tx, rx) = watch::channel(false);
         let signal_tx = tx.clone();
         tokio::spawn(async move {
             muster_runtime::shutdown_signal().await;
+            muster_runtime::exit_after_grace_or_second_signal(grace);
             let _ = signal_tx.send(true);
         });
         (tx, Self(rx))
@@ -84,7 +86,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let config: muster_policy::PolicyConfig =
                 muster_runtime::config::load(args.config.as_deref(), "MUSTER_POLICY").context("policy config")?;
             muster_runtime::telemetry::init(&config.log);
-            let (_tx, shutdown) = Shutdown::on_signal();
+            let (_tx, shutdown) = Shutdown::on_signal(config.listen.shutdown_grace());
             let metrics = RpcMetrics::new();
             spawn_metrics(&config.listen.metrics, metrics.clone(), &shutdown).await?;
             let listener = bind(&config.listen.grpc, "policy gRPC").await?;
@@ -96,7 +98,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 muster_runtime::config::load(args.config.as_deref(), "MUSTER_MEMBERSHIP")
                     .context("membership config")?;
             muster_runtime::telemetry::init(&config.log);
-            let (_tx, shutdown) = Shutdown::on_signal();
+            let (_tx, shutdown) = Shutdown::on_signal(config.listen.shutdown_grace());
             let metrics = RpcMetrics::new();
             spawn_metrics(&config.listen.metrics, metrics.clone(), &shutdown).await?;
             let listener = bind(&config.listen.grpc, "membership gRPC").await?;
@@ -108,7 +110,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 muster_runtime::config::load(args.config.as_deref(), "MUSTER_DIRECTORY_SYNC")
                     .context("directory-sync config")?;
             muster_runtime::telemetry::init(&config.log);
-            let (_tx, shutdown) = Shutdown::on_signal();
+            let (_tx, shutdown) = Shutdown::on_signal(config.listen.shutdown_grace());
             let metrics = RpcMetrics::new();
             spawn_metrics(&config.listen.metrics, metrics.clone(), &shutdown).await?;
             let grpc = bind(&config.listen.grpc, "directory-sync gRPC").await?;

@@ -225,7 +225,7 @@ impl ListenConfig {
             grpc: format!("127.0.0.1:{grpc_port}"),
             metrics: format!("127.0.0.1:{metrics_port}"),
             request_timeout_secs: 30,
-            shutdown_grace_secs: 20,
+            shutdown_grace_secs: 10,
         }
     }
 }

@@ -142,6 +142,17 @@ pub async fn serve(
         reporter.set_service_status(*name, ServingStatus::Serving).await;
     }
     tracing::info!(services = ?spec.grpc_names, database = spec.db.target(), "serving");
+    // Stopping: health says so at once, so a load balancer sends no new work during
+    // the grace, while calls in flight finish.
+    let health_stopping = stopping.clone();
+    let names = spec.grpc_names.clone();
+    tokio::spawn(async move {
+        health_stopping.wait().await;
+        reporter.set_service_status("", ServingStatus::NotServing).await;
+        for name in &names {
+            reporter.set_service_status(*name, ServingStatus::NotServing).await;
+        }
+    });
     let grace = options.shutdown_grace;
     tokio::select! {
         finished = &mut server => match finished {
@@ -158,6 +169,31 @@ pub async fn serve(
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C).
 pub async fn shutdown_signal() {
+    next_signal().await;
+    tracing::info!("shutdown requested: finishing in-flight calls");
+}
+
+/// After the first signal: a second SIGTERM or Ctrl-C exits at once (status 130), and
+/// a process still running `grace` after the first exits anyway (status 1). A stop
+/// that an IdP's hang or a stuck call keeps from finishing must not outlive the
+/// grace an orchestrator gives (Kubernetes kills 30 s after SIGTERM by default).
+pub fn exit_after_grace_or_second_signal(grace: Duration) {
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = next_signal() => {
+                tracing::warn!("second signal: exiting now");
+                eprintln!("second signal: exiting now");
+                std::process::exit(130);
+            }
+            _ = tokio::time::sleep(grace) => {
+                tracing::error!(grace_secs = grace.as_secs(), "did not stop within the shutdown grace; exiting");
+                std::process::exit(1);
+            }
+        }
+    });
+}
+
+async fn next_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -177,5 +213,4 @@ pub async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-    tracing::info!("shutdown requested: finishing in-flight calls");
 }
