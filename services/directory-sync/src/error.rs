@@ -96,6 +96,12 @@ impl SyncError {
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted => {
                 SyncError::Unavailable { service, message: status.message().to_string() }
             }
+            // Our token, not our caller's: waited out like an outage (nothing is decided
+            // on a refusal), and named so the operator fixes the right config.
+            code if muster_runtime::upstream_check::is_refusal(code) => SyncError::Unavailable {
+                service,
+                message: muster_runtime::upstream_check::refused_message(service, "directory-sync"),
+            },
             _ => SyncError::Upstream { service, status },
         }
     }

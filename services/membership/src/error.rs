@@ -45,6 +45,9 @@ pub enum MembershipError {
     /// Policy could not be reached; nothing was changed.
     #[error("policy is unavailable ({0}); nothing was changed")]
     PolicyUnavailable(String),
+    /// Policy refuses membership's own token: a configuration error of membership.
+    #[error("{}; nothing was changed", muster_runtime::upstream_check::refused_message("policy", "membership"))]
+    TokenRefused,
     /// Policy answered with an error.
     #[error("policy refused: {0}")]
     Policy(tonic::Status),
@@ -76,6 +79,8 @@ impl MembershipError {
                 MembershipError::PolicyUnavailable(status.message().to_string())
             }
             Code::NotFound => MembershipError::NotFound { what: "org", id: status.message().to_string() },
+            // Our token, not the caller's: say whose it is and where it is set.
+            code if muster_runtime::upstream_check::is_refusal(code) => MembershipError::TokenRefused,
             _ => MembershipError::Policy(status),
         }
     }
@@ -99,6 +104,10 @@ impl From<MembershipError> for tonic::Status {
             }
             MembershipError::PolicyUnavailable(_) => {
                 rule_status(Code::Unavailable, "policy_unavailable", "", e.to_string())
+            }
+            MembershipError::TokenRefused => {
+                tracing::error!(error = %e, "policy refuses membership's token");
+                rule_status(Code::Unavailable, "upstream_refused", "", e.to_string())
             }
             MembershipError::Policy(status) => {
                 tracing::warn!(code = ?status.code(), message = status.message(), "policy refused a call");
