@@ -67,7 +67,8 @@ async fn health_needs_no_token_and_reflection_lists_policy(kind: DbKind) {
     };
     let mut responses = old.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
     let response = responses.message().await.unwrap().unwrap();
-    let Some(alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) = response.message_response
+    let Some(alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        response.message_response
     else {
         panic!("unexpected v1alpha reflection answer: {response:?}");
     };

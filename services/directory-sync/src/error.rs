@@ -124,7 +124,7 @@ impl From<SyncError> for tonic::Status {
             SyncError::Upstream { service, status } => {
                 // Pass the dependency's own refusal on: its rule names what is wrong
                 // (an unknown org, settings that break a rule).
-                tracing::info!(service, code = ?status.code(), message = status.message(), "dependency refused");
+                tracing::info!(service, code = ?status.code(), reason = status.message(), "dependency refused");
                 status.clone()
             }
             SyncError::ShuttingDown => tonic::Status::unavailable("shutting down; retry"),

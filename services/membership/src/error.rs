@@ -45,6 +45,14 @@ pub enum MembershipError {
     /// Policy could not be reached; nothing was changed.
     #[error("policy is unavailable ({0}); nothing was changed")]
     PolicyUnavailable(String),
+    /// A read that needs policy (the org's product) could not be answered.
+    #[error("cannot read {what}: policy, which holds the org's product, is unavailable ({message})")]
+    ReadUnavailable {
+        /// What was asked for.
+        what: &'static str,
+        /// Why policy did not answer.
+        message: String,
+    },
     /// Policy refuses membership's own token: a configuration error of membership.
     #[error("{}; nothing was changed", muster_runtime::upstream_check::refused_message("policy", "membership"))]
     TokenRefused,
@@ -69,6 +77,14 @@ impl MembershipError {
     /// A malformed field.
     pub fn invalid(rule: &'static str, field: &str, message: impl Into<String>) -> Self {
         MembershipError::Invalid { rule, field: field.to_string(), message: message.into() }
+    }
+
+    /// For a read: a policy outage says what could not be read, not that nothing changed.
+    pub fn when_reading(self, what: &'static str) -> Self {
+        match self {
+            MembershipError::PolicyUnavailable(message) => MembershipError::ReadUnavailable { what, message },
+            other => other,
+        }
     }
 
     /// From a failed policy call: UNAVAILABLE (and deadline) means "no answer", which
@@ -102,7 +118,7 @@ impl From<MembershipError> for tonic::Status {
             MembershipError::AlreadyMember(_) => {
                 rule_status(Code::AlreadyExists, "already_member", "email", e.to_string())
             }
-            MembershipError::PolicyUnavailable(_) => {
+            MembershipError::PolicyUnavailable(_) | MembershipError::ReadUnavailable { .. } => {
                 rule_status(Code::Unavailable, "policy_unavailable", "", e.to_string())
             }
             MembershipError::TokenRefused => {
@@ -110,7 +126,7 @@ impl From<MembershipError> for tonic::Status {
                 rule_status(Code::Unavailable, "upstream_refused", "", e.to_string())
             }
             MembershipError::Policy(status) => {
-                tracing::warn!(code = ?status.code(), message = status.message(), "policy refused a call");
+                tracing::warn!(code = ?status.code(), reason = status.message(), "policy refused a call");
                 tonic::Status::new(status.code(), e.to_string())
             }
             MembershipError::Db(db) => muster_runtime::status::db_status(db),

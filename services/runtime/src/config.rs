@@ -14,7 +14,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    // The cause is the error's source, which error chains print after this.
+    #[error("cannot read config file {path}")]
     Read {
         /// The file.
         path: String,

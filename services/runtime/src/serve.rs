@@ -188,7 +188,8 @@ pub async fn serve(
             if upstreams.is_empty() {
                 return std::future::pending::<()>().await;
             }
-            let every = upstreams.iter().map(|u| u.every).min().unwrap_or(crate::upstream_check::DEFAULT_CHECK_INTERVAL);
+            let every =
+                upstreams.iter().map(|u| u.every).min().unwrap_or(crate::upstream_check::DEFAULT_CHECK_INTERVAL);
             let mut refused = initially_refused;
             loop {
                 tokio::time::sleep(every).await;
