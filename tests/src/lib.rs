@@ -207,6 +207,9 @@ pub struct TestCluster {
     /// The clock directory-sync's pull connectors wait through (set it, then restart
     /// directory-sync): a manual clock makes throttling waits instant.
     pub connector_clock: Option<std::sync::Arc<dyn muster_connector::Clock>>,
+    /// Directory-sync's replica name (set it, then restart directory-sync); unset, each
+    /// start is a new replica with a name of its own.
+    pub replica_name: Option<String>,
 }
 
 impl TestCluster {
@@ -231,6 +234,7 @@ impl TestCluster {
             directory_db,
             directory_addrs: None,
             connector_clock: None,
+            replica_name: None,
         };
         cluster.start_policy().await;
         cluster.start_membership().await;
@@ -340,6 +344,7 @@ impl TestCluster {
                 backoff_max_ms: 300,
                 idle_poll_ms: 200,
                 settings_poll_ms: 200,
+                replica_name: self.replica_name.clone().unwrap_or_else(|| format!("test-{}", generate_token())),
                 ..Default::default()
             },
             // Pull directories are pulled continuously, leases lapse in seconds.

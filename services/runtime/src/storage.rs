@@ -134,7 +134,7 @@ pub fn redact_url(url: &str) -> String {
 
 /// Opens connections of the backend the URL named. It never tries one backend and
 /// then the other: that would hide the real error.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ConnectionFactory {
     backend: Backend,
     target: String,
@@ -181,6 +181,8 @@ pub struct Db {
     sqlite_writer: Arc<std::sync::Mutex<()>>,
     // Run against a schema newer than this binary knows (a rollback the operator chose).
     allow_newer_schema: bool,
+    // Makes connections outside the pool (session locks).
+    factory: ConnectionFactory,
 }
 
 impl std::fmt::Debug for Db {
@@ -207,6 +209,7 @@ impl Db {
             });
         }
         let factory = ConnectionFactory { backend, target: target.clone() };
+        let own = factory.clone();
         // Try once directly so the driver's own message reaches the operator; r2d2
         // would only report a timeout.
         factory.connect().map_err(|e| DbError::Unreachable { target: shown.clone(), message: e.to_string() })?;
@@ -222,6 +225,7 @@ impl Db {
             target: shown,
             sqlite_writer: Arc::new(std::sync::Mutex::new(())),
             allow_newer_schema: false,
+            factory: own,
         })
     }
 
@@ -280,6 +284,37 @@ impl Db {
         Ok(())
     }
 
+    /// Takes a PostgreSQL session advisory lock named `name` and holds it for as long
+    /// as the returned guard lives, on a connection kept out of the pool. PostgreSQL
+    /// releases it the moment that connection ends, so a process that died (even by
+    /// SIGKILL) holds nothing, and a live one is always seen. `None`: someone else holds
+    /// it. On SQLite (one process) there is nothing to hold and it always succeeds.
+    pub async fn try_session_lock(&self, name: &str) -> Result<Option<SessionLock>, DbError> {
+        use sha2::Digest;
+        if self.backend == Backend::Sqlite {
+            return Ok(Some(SessionLock { _conn: None }));
+        }
+        let digest = sha2::Sha256::digest(name.as_bytes());
+        let key = i64::from_be_bytes(digest[..8].try_into().unwrap_or([0; 8]));
+        let factory = self.factory.clone();
+        tokio::task::spawn_blocking(move || {
+            // Its own connection, outside the pool: when the guard drops, it closes.
+            let mut conn = factory.connect().map_err(|e| DbError::Pool(e.to_string()))?;
+            let taken: bool = match &mut conn {
+                DbConnection::Postgres(c) => {
+                    use diesel::RunQueryDsl;
+                    diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(&format!("pg_try_advisory_lock({key})")))
+                        .get_result(c)
+                        .map_err(DbError::Query)?
+                }
+                DbConnection::Sqlite(_) => true,
+            };
+            Ok(taken.then_some(SessionLock { _conn: Some(conn) }))
+        })
+        .await
+        .map_err(|_| DbError::Cancelled)?
+    }
+
     /// Runs `f` with a pooled connection on the blocking pool. Panics inside `f` are
     /// re-raised here; the caller's tracing span is carried into the closure.
     pub async fn run<T, E, F>(&self, f: F) -> Result<T, E>
@@ -318,6 +353,11 @@ impl Db {
         })
         .await
     }
+}
+
+/// A session lock of [`Db::try_session_lock`]: released when dropped (its connection closes).
+pub struct SessionLock {
+    _conn: Option<DbConnection>,
 }
 
 /// What a migration run found and did.
