@@ -179,8 +179,16 @@ impl Default for DirectorySyncConfig {
             },
             auth: AuthConfig::default(),
             log: LogConfig::default(),
-            policy: UpstreamConfig { url: "http://127.0.0.1:50051".into(), ..Default::default() },
-            membership: UpstreamConfig { url: "http://127.0.0.1:50052".into(), ..Default::default() },
+            policy: UpstreamConfig {
+                url: "http://127.0.0.1:50051".into(),
+                check_interval_secs: 30,
+                ..Default::default()
+            },
+            membership: UpstreamConfig {
+                url: "http://127.0.0.1:50052".into(),
+                check_interval_secs: 30,
+                ..Default::default()
+            },
             sync: SyncConfig::default(),
             pull: PullSettings::default(),
         }
@@ -374,6 +382,20 @@ async fn run_inner(
         routes: tonic::service::Routes::new(server),
         db,
         migrations: MIGRATIONS,
+        upstreams: vec![
+            muster_runtime::upstream_check::UpstreamCheck {
+                upstream: "policy",
+                caller: "directory-sync",
+                channel: muster_runtime::client::upstream_channel(&config.policy)?,
+                every: config.policy.check_interval(),
+            },
+            muster_runtime::upstream_check::UpstreamCheck {
+                upstream: "membership",
+                caller: "directory-sync",
+                channel: muster_runtime::client::upstream_channel(&config.membership)?,
+                every: config.membership.check_interval(),
+            },
+        ],
     };
     let options = ServeOptions::new(&config.listen, tokens, metrics);
     let served =

@@ -57,7 +57,12 @@ fn local_database(data_dir: &Path, file: &str) -> DatabaseConfig {
 
 /// Another service of this process, called with the admin token.
 fn local_upstream(url: &str, token: &str) -> UpstreamConfig {
-    UpstreamConfig { url: url.to_string(), token: muster_runtime::Secret::new(token), timeout_ms: 10_000 }
+    UpstreamConfig {
+        url: url.to_string(),
+        token: muster_runtime::Secret::new(token),
+        timeout_ms: 10_000,
+        ..Default::default()
+    }
 }
 
 /// Reads the admin token, creating it (readable by the owner only) on first run.

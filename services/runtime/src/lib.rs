@@ -14,6 +14,7 @@ pub mod status;
 pub mod storage;
 pub mod telemetry;
 pub mod trace_context;
+pub mod upstream_check;
 
 pub use config::Secret;
 pub use serve::{
