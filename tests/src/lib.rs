@@ -246,7 +246,11 @@ impl TestCluster {
     pub fn policy_config(&self) -> muster_policy::PolicyConfig {
         muster_policy::PolicyConfig {
             listen: test_listen(),
-            database: DatabaseConfig { url: muster_runtime::Secret::new(self.policy_db.url()), max_connections: 4 },
+            database: DatabaseConfig {
+                url: muster_runtime::Secret::new(self.policy_db.url()),
+                max_connections: 4,
+                allow_newer_schema: false,
+            },
             auth: self.auth(),
             ..Default::default()
         }
@@ -270,7 +274,11 @@ impl TestCluster {
         let policy_addr = self.policy_addr.expect("policy started first");
         muster_membership::MembershipConfig {
             listen: test_listen(),
-            database: DatabaseConfig { url: muster_runtime::Secret::new(self.membership_db.url()), max_connections: 4 },
+            database: DatabaseConfig {
+                url: muster_runtime::Secret::new(self.membership_db.url()),
+                max_connections: 4,
+                allow_newer_schema: false,
+            },
             auth: self.auth(),
             policy: UpstreamConfig {
                 url: format!("http://{policy_addr}"),
@@ -319,7 +327,11 @@ impl TestCluster {
         };
         muster_directory_sync::DirectorySyncConfig {
             listen: test_listen(),
-            database: DatabaseConfig { url: muster_runtime::Secret::new(self.directory_db.url()), max_connections: 4 },
+            database: DatabaseConfig {
+                url: muster_runtime::Secret::new(self.directory_db.url()),
+                max_connections: 4,
+                allow_newer_schema: false,
+            },
             auth: self.auth(),
             policy: upstream(self.policy_addr.expect("policy started first")),
             membership: upstream(self.membership_addr.expect("membership started first")),

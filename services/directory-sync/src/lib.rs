@@ -14,6 +14,7 @@ pub mod engine;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod http_metrics;
 pub mod pull;
 pub mod scim_log;
 pub mod store;
@@ -176,6 +177,7 @@ impl Default for DirectorySyncConfig {
             database: DatabaseConfig {
                 url: muster_runtime::Secret::new("sqlite://directory-sync.db"),
                 max_connections: 8,
+                allow_newer_schema: false,
             },
             auth: AuthConfig::default(),
             log: LogConfig::default(),
@@ -370,8 +372,11 @@ async fn run_inner(
         )
     });
     let (scim_log, log_writer) = scim_log::ScimLog::start(store.clone(), config.http.max_body_bytes, log_dropped);
-    let http_task =
-        tokio::spawn(http::serve(listeners.http, http::router(store, scim_config, scim_log), stopped(stop_rx.clone())));
+    let http_task = tokio::spawn(http::serve(
+        listeners.http,
+        http::router(store, scim_config, scim_log, http_metrics::HttpMetrics::register(&metrics)),
+        stopped(stop_rx.clone()),
+    ));
     tracing::info!(addr = %http_addr, "scim listening");
 
     let server = DirectoryServiceServer::new(DirectoryGrpc::new(app))

@@ -179,6 +179,8 @@ pub struct Db {
     // SQLite has one writer at a time; serialising our own writes here turns lock
     // contention into an orderly queue instead of SQLITE_BUSY retries.
     sqlite_writer: Arc<std::sync::Mutex<()>>,
+    // Run against a schema newer than this binary knows (a rollback the operator chose).
+    allow_newer_schema: bool,
 }
 
 impl std::fmt::Debug for Db {
@@ -214,13 +216,23 @@ impl Db {
             .connection_timeout(Duration::from_secs(10))
             .build(factory)
             .map_err(|e| DbError::Unreachable { target: shown.clone(), message: e.to_string() })?;
-        Ok(Self { pool, backend, target: shown, sqlite_writer: Arc::new(std::sync::Mutex::new(())) })
+        Ok(Self {
+            pool,
+            backend,
+            target: shown,
+            sqlite_writer: Arc::new(std::sync::Mutex::new(())),
+            allow_newer_schema: false,
+        })
     }
 
     /// Opens the database a service's config names, off the async workers.
     pub async fn open(cfg: &crate::config::DatabaseConfig) -> Result<Self, DbError> {
         let (url, max) = (cfg.url.clone(), cfg.max_connections);
-        tokio::task::spawn_blocking(move || Db::connect(url.expose(), max)).await.map_err(|_| DbError::Cancelled)?
+        let mut db = tokio::task::spawn_blocking(move || Db::connect(url.expose(), max))
+            .await
+            .map_err(|_| DbError::Cancelled)??;
+        db.allow_newer_schema = cfg.allow_newer_schema;
+        Ok(db)
     }
 
     /// The backend in use.
@@ -235,25 +247,37 @@ impl Db {
 
     /// Runs pending migrations. On PostgreSQL an advisory lock keeps replicas that start
     /// together from migrating at once.
+    ///
+    /// A database whose schema has migrations this binary does not know (a newer
+    /// release ran on it) is refused, unless `database.allow_newer_schema` is set: an
+    /// older binary would read and write tables it does not understand.
     pub async fn migrate(&self, migrations: Migrations) -> Result<(), DbError> {
-        let target = self.target.clone();
-        self.run(move |conn| {
-            let failed = |message: String| DbError::Migration { target: target.clone(), message };
-            match conn {
-                DbConnection::Sqlite(c) => {
-                    c.run_pending_migrations((migrations.sqlite)()).map_err(|e| failed(e.to_string()))?;
+        let (target, allow_newer) = (self.target.clone(), self.allow_newer_schema);
+        let report = self
+            .run(move |conn| {
+                let failed = |message: String| DbError::Migration { target: target.clone(), message };
+                match conn {
+                    DbConnection::Sqlite(c) => {
+                        upgrade(c, (migrations.sqlite)(), allow_newer).map_err(|e| failed(e.to_string()))
+                    }
+                    DbConnection::Postgres(c) => {
+                        c.batch_execute("SELECT pg_advisory_lock(7202611)").map_err(|e| failed(e.to_string()))?;
+                        let result = upgrade(c, (migrations.postgres)(), allow_newer);
+                        let unlock = c.batch_execute("SELECT pg_advisory_unlock(7202611)");
+                        let report = result.map_err(|e| failed(e.to_string()))?;
+                        unlock.map_err(|e| failed(e.to_string()))?;
+                        Ok(report)
+                    }
                 }
-                DbConnection::Postgres(c) => {
-                    c.batch_execute("SELECT pg_advisory_lock(7202611)").map_err(|e| failed(e.to_string()))?;
-                    let result = c.run_pending_migrations((migrations.postgres)()).map(|_| ());
-                    let unlock = c.batch_execute("SELECT pg_advisory_unlock(7202611)");
-                    result.map_err(|e| failed(e.to_string()))?;
-                    unlock.map_err(|e| failed(e.to_string()))?;
-                }
-            }
-            Ok(())
-        })
-        .await
+            })
+            .await?;
+        if report.newer.is_empty() {
+            tracing::info!(database = %self.target, schema = %report.version, applied_now = report.applied_now, "database schema");
+        } else {
+            tracing::warn!(database = %self.target, schema = %report.version, unknown = ?report.newer,
+                "running against a schema newer than this binary (database.allow_newer_schema = true)");
+        }
+        Ok(())
     }
 
     /// Runs `f` with a pooled connection on the blocking pool. Panics inside `f` are
@@ -294,6 +318,45 @@ impl Db {
         })
         .await
     }
+}
+
+/// What a migration run found and did.
+struct SchemaReport {
+    /// The latest migration version applied.
+    version: String,
+    /// Migrations applied by this run.
+    applied_now: usize,
+    /// Applied versions this binary does not know.
+    newer: Vec<String>,
+}
+
+fn upgrade<C, B>(
+    conn: &mut C,
+    source: EmbeddedMigrations,
+    allow_newer: bool,
+) -> Result<SchemaReport, Box<dyn std::error::Error + Send + Sync>>
+where
+    C: MigrationHarness<B>,
+    B: diesel::backend::Backend,
+    EmbeddedMigrations: diesel::migration::MigrationSource<B>,
+{
+    use diesel::migration::MigrationSource;
+    let known: std::collections::BTreeSet<String> =
+        MigrationSource::<B>::migrations(&source)?.iter().map(|m| m.name().version().to_string()).collect();
+    let applied: Vec<String> = conn.applied_migrations()?.iter().map(|v| v.to_string()).collect();
+    let newer: Vec<String> = applied.iter().filter(|v| !known.contains(*v)).cloned().collect();
+    if !newer.is_empty() && !allow_newer {
+        return Err(format!(
+            "the database's schema is newer than this binary: it has migrations {} that this release does not know \
+             (a newer release ran on it). Run the newer release, or set database.allow_newer_schema = true to run anyway \
+             (see docs/operations.md, upgrades and rollback)",
+            newer.join(", ")
+        )
+        .into());
+    }
+    let applied_now = conn.run_pending_migrations(source)?.len();
+    let version = conn.applied_migrations()?.iter().map(|v| v.to_string()).max().unwrap_or_else(|| "none".into());
+    Ok(SchemaReport { version, applied_now, newer })
 }
 
 #[cfg(test)]
