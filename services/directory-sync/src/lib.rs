@@ -189,11 +189,13 @@ impl Default for DirectorySyncConfig {
             log: LogConfig::default(),
             policy: UpstreamConfig {
                 url: "http://127.0.0.1:50051".into(),
+                timeout_ms: 10_000,
                 check_interval_secs: 30,
                 ..Default::default()
             },
             membership: UpstreamConfig {
                 url: "http://127.0.0.1:50052".into(),
+                timeout_ms: 10_000,
                 check_interval_secs: 30,
                 ..Default::default()
             },
