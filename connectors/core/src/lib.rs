@@ -18,8 +18,11 @@ pub mod clock;
 pub mod conformance;
 pub mod contract;
 pub mod error;
+#[cfg(feature = "fake")]
+pub mod fake;
 pub mod http;
 pub mod model;
+pub mod paging;
 pub mod secret;
 pub mod sink;
 pub mod token_pool;
@@ -28,11 +31,13 @@ pub use auth::{AccessToken, TokenCache, fetch_oauth_token, sign_rs256};
 pub use base_url::BaseUrl;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use contract::{
-    Capabilities, CheckReport, PageWriter, PullConnector, PullMode, PullOptions, PullOutcome, plan_pull, run_pull,
+    Capabilities, CheckReport, ConnectorSpec, PageWriter, PullConnector, PullMode, PullOptions, PullOutcome, plan_pull,
+    run_pull,
 };
 pub use error::ConnectorError;
 pub use http::{ApiClient, ApiRequest, ApiResponse, HttpSettings, RateLimitHeaders, RetryPolicy, Verdict};
 pub use model::{Assignment, Cursor, Group, Membership, MembershipChange, Page, Removal, RemovalReason, User};
+pub use paging::CursorTrail;
 pub use secret::{Secret, SecretRef};
 pub use sink::{DirectorySink, MemorySink, PullEnd, PullKind, SinkError};
 pub use token_pool::{CredentialKey, TokenPool};
