@@ -15,6 +15,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod pull;
+pub mod registry;
 pub mod scim_log;
 pub mod store;
 pub mod upstream;
