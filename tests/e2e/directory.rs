@@ -693,6 +693,49 @@ async fn events_resume_exactly_and_tokens_isolate(kind: DbKind) {
         .unwrap()
         .into_inner();
     assert!(google.directory.unwrap().config_json.contains("oauth2.googleapis.com/token"));
+
+    // Kinds come from the connector registry: ListDirectoryKinds names them, and is
+    // authenticated like every other call.
+    let kinds = w.directory.list_directory_kinds(dpb::ListDirectoryKindsRequest {}).await.unwrap().into_inner().kinds;
+    let names: Vec<&str> = kinds.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, ["scim", "okta", "entra", "google", "example"]);
+    let example = &kinds[4];
+    assert_eq!((example.pulled, example.kind), (true, dpb::DirectoryKind::Unspecified as i32));
+    assert_eq!(example.secret_fields, ["token"]);
+    assert_eq!(kinds[0].secret_fields, Vec::<String>::new());
+    let anonymous = muster_runtime::client::channel(w.cluster.directory_url(), "", std::time::Duration::from_secs(5));
+    let err = DirectoryClient::new(anonymous.unwrap())
+        .list_directory_kinds(dpb::ListDirectoryKindsRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    // A kind without an enum value is created by name, and its declared secret is
+    // refused inline like any connector's.
+    let by_name = |kind: i32, kind_name: &str, config: &str| dpb::CreateDirectoryRequest {
+        parent_id: w.parent_id.clone(),
+        kind,
+        kind_name: kind_name.into(),
+        display_name: "By name".into(),
+        config_json: config.into(),
+        sync_interval_seconds: 900,
+        ..Default::default()
+    };
+    let referenced = r#"{"base_url":"https://acme.example-directory.test","token":{"file":"/run/secrets/exd"}}"#;
+    let created = w.directory.create_directory(by_name(0, "example", referenced)).await.unwrap().into_inner();
+    let d = created.directory.unwrap();
+    assert_eq!((d.kind, d.kind_name.as_str()), (dpb::DirectoryKind::Unspecified as i32, "example"));
+    let inline = r#"{"base_url":"https://acme.example-directory.test","token":"exd_live_inline"}"#;
+    let err = w.directory.create_directory(by_name(0, "example", inline)).await.unwrap_err();
+    assert_eq!(muster_runtime::status::rule_of(&err).as_deref(), Some("secret_inline"));
+    let okta = dpb::DirectoryKind::Okta as i32;
+    let err = w.directory.create_directory(by_name(okta, "google", referenced)).await.unwrap_err();
+    assert_eq!(muster_runtime::status::rule_of(&err).as_deref(), Some("kind_conflict"));
+    let err = w.directory.create_directory(by_name(0, "okat", referenced)).await.unwrap_err();
+    assert_eq!(muster_runtime::status::rule_of(&err).as_deref(), Some("kind_unknown"));
+    assert!(err.message().contains("scim, okta, entra, google"), "{}", err.message());
+    let legacy =
+        w.directory.get_directory(dpb::GetDirectoryRequest { id: w.dir_id.clone() }).await.unwrap().into_inner();
+    assert_eq!((legacy.kind, legacy.kind_name.as_str()), (dpb::DirectoryKind::Scim as i32, "scim"));
     w.stop().await;
 }
 

@@ -402,9 +402,14 @@ impl TestCluster {
         }
     }
 
+    /// Directory-sync's gRPC URL.
+    pub fn directory_url(&self) -> &str {
+        &self.directory.as_ref().expect("directory-sync running").url
+    }
+
     /// An authenticated directory-sync client.
     pub fn directory(&self) -> DirectoryClient {
-        DirectoryClient::new(self.channel(&self.directory.as_ref().expect("directory-sync running").url))
+        DirectoryClient::new(self.channel(self.directory_url()))
     }
 
     /// The SCIM base URL of a directory (`http://127.0.0.1:PORT/scim/v2/ID`).
