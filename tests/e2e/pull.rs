@@ -125,7 +125,10 @@ impl World {
             .unwrap()
             .into_inner();
         let dir = created.directory.unwrap();
-        assert_eq!(dir.kind_name, fake.kind);
+        // The kind reads back by name, and by enum value exactly when the registry gives it one.
+        let kinds = directory.list_directory_kinds(dpb::ListDirectoryKindsRequest {}).await.unwrap().into_inner();
+        let registered = kinds.kinds.iter().find(|k| k.name == fake.kind).expect("the kind is registered");
+        assert_eq!((dir.kind_name.as_str(), dir.kind), (fake.kind, registered.kind));
         let dir_id = dir.id;
         let membership = cluster.membership();
         Self { cluster, membership, directory, org_id: org.id, parent_id: parent.id, dir_id }

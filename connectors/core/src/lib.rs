@@ -6,11 +6,15 @@
 //! links, `Retry-After`, vendor rate-limit headers, backoff with jitter,
 //! timeouts, an injectable [`Clock`], [`BaseUrl`]s whose path is kept, redacted
 //! [`Secret`]s, RS256 client assertions, access tokens shared across pulls
-//! through a [`TokenPool`]) and the [`conformance`] kit that a connector's tests run
-//! against the connector's fake server. Connectors know nothing of services:
-//! directory-sync implements [`DirectorySink`] on its database and drives
-//! pulls through [`run_pull`], which alone decides when a full listing is
-//! complete. `docs/connectors.md` is the author's guide.
+//! through a [`TokenPool`], a [`CursorTrail`] against repeated paging cursors),
+//! the [`ConnectorSpec`] a connector crate declares itself by (directory-sync's
+//! registry line and the kit both build from it), and the [`conformance`] kit that
+//! a connector's tests run against the connector's fake server, with the shared
+//! fake scaffolding (`conformance::FakeControls`, and `fake::serve` with the
+//! `fake` feature). Connectors know nothing of services: directory-sync
+//! implements [`DirectorySink`] on its database and drives pulls through
+//! [`run_pull`], which alone decides when a full listing is complete.
+//! `docs/connectors.md` is the author's guide.
 
 pub mod auth;
 pub mod base_url;
