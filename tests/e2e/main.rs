@@ -35,5 +35,6 @@ mod pull;
 mod reconcile;
 mod replicas;
 mod runtime;
+mod shutdown;
 mod stories;
 mod support;
