@@ -397,3 +397,87 @@ async fn restart_takes_over(kind: DbKind) {
     }
     cluster.stop().await;
 }
+
+on_both_databases! {
+    a_second_sync_now_joins_the_running_one => sync_now_joins;
+}
+
+/// "Sync now" twice while the first still runs (its IdP hangs): one run, which both
+/// callers follow to its end. Repeated clicks cannot pile up full runs.
+async fn sync_now_joins(kind: DbKind) {
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let okta = OktaFake::start(2, false, clock.clone()).await;
+    let proxy = HangingProxy::start(&okta.base).await;
+    let secrets = tempfile::tempdir().unwrap();
+    let token = secrets.path().join("okta-token");
+    std::fs::write(&token, API_TOKEN).unwrap();
+    let everyone = okta.create_group("everyone");
+    let ann = okta.create_user(&person("ann"));
+    okta.add_member(&everyone, &ann);
+
+    let mut cluster = TestCluster::start(kind).await;
+    cluster.stop_directory().await;
+    cluster.connector_clock = Some(clock.clone());
+    cluster.start_directory().await;
+    let (parent, _org) = cluster
+        .enterprise_org(ppb::SettingsInput {
+            mode: ppb::ProvisioningMode::Scim as i32,
+            advanced_group_mapping: true,
+            role_mappings: vec![ppb::RoleMapping { role: "User".into(), groups: vec![named("everyone")] }],
+            seat_tier_mappings: vec![],
+        })
+        .await;
+    proxy.hang.store(true, Ordering::SeqCst);
+    let config = json!({"org_url": proxy.url, "page_size": 2,
+                        "auth": {"type": "api_token", "token": {"file": token.to_string_lossy()}}});
+    let mut directory = cluster.directory();
+    let dir = directory
+        .create_directory(dpb::CreateDirectoryRequest {
+            parent_id: parent,
+            kind: dpb::DirectoryKind::Okta as i32,
+            display_name: "Okta".into(),
+            config_json: config.to_string(),
+            sync_interval_seconds: 300,
+            actor: admin(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .directory
+        .unwrap()
+        .id;
+    let start = |directory: &mut muster_tests::DirectoryClient| {
+        let mut d = directory.clone();
+        let dir = dir.clone();
+        async move {
+            d.sync_now(dpb::SyncNowRequest { directory_id: dir, wait: false, actor: admin() })
+                .await
+                .unwrap()
+                .into_inner()
+                .message()
+                .await
+                .unwrap()
+                .unwrap()
+                .run
+                .unwrap()
+        }
+    };
+    let first = start(&mut directory).await;
+    let second = start(&mut directory).await;
+    assert_eq!(first.id, second.id, "the second Sync now joined the first");
+    proxy.hang.store(false, Ordering::SeqCst);
+    until("the joined run to end", || {
+        let mut d = directory.clone();
+        let id = first.id.clone();
+        async move {
+            let r = d.get_sync_run(dpb::GetSyncRunRequest { run_id: id }).await.unwrap().into_inner();
+            r.state == dpb::RunState::Succeeded as i32
+        }
+    })
+    .await;
+    // Once it ended, Sync now starts a new run.
+    let third = start(&mut directory).await;
+    assert_ne!(third.id, first.id);
+    cluster.stop().await;
+}
