@@ -591,18 +591,6 @@ pub fn item_kind_pb(k: ItemKind) -> pb::RunItemKind {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn actors_are_named() {
-        let a = common::Actor { kind: Some(common::actor::Kind::AdminId("ann".into())) };
-        assert_eq!(actor_name(Some(&a)), "admin:ann");
-        assert_eq!(actor_name(None), "unknown");
-    }
-}
-
 /// A directory's place in [`Engine::sync_nows`], freed when its Sync now ends (or
 /// could not start).
 struct SyncNowSlot {
@@ -613,5 +601,17 @@ struct SyncNowSlot {
 impl Drop for SyncNowSlot {
     fn drop(&mut self) {
         self.engine.sync_nows.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actors_are_named() {
+        let a = common::Actor { kind: Some(common::actor::Kind::AdminId("ann".into())) };
+        assert_eq!(actor_name(Some(&a)), "admin:ann");
+        assert_eq!(actor_name(None), "unknown");
     }
 }
