@@ -72,6 +72,9 @@ struct State {
     failures: VecDeque<Failure>,
     fail_after: Option<(usize, Failure)>,
     hidden: bool,
+    // `hidden` as it was when the current users listing began: a listing sees one
+    // directory, as at a real IdP where a scope change lands between two listings.
+    hidden_in_listing: bool,
     requests: Vec<String>,
     refused: usize,
     epoch: u64,
@@ -136,9 +139,14 @@ impl FakeControls {
         st.fail_after = None;
     }
 
-    /// Every list answers empty while set.
+    /// Every list answers empty while set, from the next users listing on.
     pub fn set_hidden(&self, hidden: bool) {
-        self.state().hidden = hidden;
+        let mut st = self.state();
+        st.hidden = hidden;
+        // Showing again is at once: nothing is listed wrongly by showing too early.
+        if !hidden {
+            st.hidden_in_listing = false;
+        }
     }
 
     /// Every cursor handed out so far stops working ([`PageError::Expired`]).
@@ -227,11 +235,14 @@ impl FakeControls {
         paging: Paging,
     ) -> Result<Paged<T>, PageError> {
         let mut st = self.state();
-        // Hiding takes effect at the start of a list, as a scope change does at a real
-        // IdP between two listings: a list already under way keeps its snapshot (a fake
-        // that emptied later pages would make a complete but shorter listing out of a
-        // test's timing).
-        if st.hidden && cursor.is_none() {
+        // Hiding takes effect when a users listing begins, as a scope change does at a
+        // real IdP between two listings: a listing under way keeps seeing the directory
+        // it began with (a fake that emptied its later pages or its groups' members
+        // would make a complete but wrong listing out of a test's timing).
+        if listing == Listing::Users && cursor.is_none() {
+            st.hidden_in_listing = st.hidden;
+        }
+        if st.hidden_in_listing {
             items.clear();
         }
         items.sort_by(|a, b| a.0.cmp(&b.0));
@@ -360,7 +371,15 @@ mod tests {
         c.clear_failures();
         assert_eq!(c.admit("GET /c".into()), None);
         assert_eq!(c.request_count(), 7);
+        // Hidden from the next users listing on; a listing under way keeps what it began with.
+        let first = c.page(Listing::Users, "users", items(3), None, 2, Paging::Keyset).unwrap();
         c.set_hidden(true);
+        let rest = c.page(Listing::Users, "users", items(3), first.next.as_deref(), 2, Paging::Keyset).unwrap();
+        assert_eq!(rest.items.len(), 1, "the listing under way is not cut short");
+        assert_eq!(c.page(Listing::Groups, "groups", items(3), None, 2, Paging::Keyset).unwrap().items.len(), 2);
+        assert!(c.page(Listing::Users, "users", items(3), None, 2, Paging::Keyset).unwrap().items.is_empty());
         assert!(c.page(Listing::Groups, "groups", items(3), None, 2, Paging::Keyset).unwrap().items.is_empty());
+        c.set_hidden(false);
+        assert_eq!(c.page(Listing::Groups, "groups", items(3), None, 2, Paging::Keyset).unwrap().items.len(), 2);
     }
 }
