@@ -17,8 +17,13 @@
 //! 8. a listing that fails midway, and one that comes back empty, never
 //!    report the directory as complete or empty: nothing is removed;
 //! 9. `check()` with rejected credentials answers `Unauthorized`.
+//!
+//! It also offers the fakes [`Flakiness`]: a share of their data requests
+//! failing as the vendor's 429, 500, 503 and hangs ending in 504, for tests
+//! of pulls under failures.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use crate::clock::ManualClock;
 use crate::contract::{PullConnector, PullMode, PullOptions, PullOutcome, run_pull};
@@ -74,6 +79,103 @@ pub trait FakeDirectory: Send + Sync {
     /// The API answers every list as if the scope held nothing (what a wrong
     /// scope or a permission filter looks like); `false` restores it.
     fn set_hidden(&self, hidden: bool);
+    /// From now on, `share` (0 to 1) of the data requests (not the token
+    /// endpoint's) fail as [`Flakiness`] picks, reproducibly from `seed`;
+    /// 0 turns it off. A fake that cannot is left as it is.
+    fn set_flakiness(&self, share: f64, seed: u64) {
+        let _ = (share, seed);
+    }
+    /// What the flakiness injected so far.
+    fn flaky_tally(&self) -> FlakyTally {
+        FlakyTally::default()
+    }
+}
+
+/// How long a flaky fake hangs before it answers 504: a gateway giving up
+/// on a slow backend.
+pub const FLAKY_HANG: Duration = Duration::from_secs(2);
+
+/// What a flaky fake answers instead of the real answer (each in the
+/// vendor's shape, with its rate-limit headers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlakyAnswer {
+    /// The vendor's throttling answer, with `Retry-After: 1` where the vendor sends one.
+    RateLimited,
+    /// 500.
+    ServerError,
+    /// 503.
+    Unavailable,
+    /// [`FLAKY_HANG`] of silence, then 504.
+    Hang,
+}
+
+/// What a flaky fake injected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlakyTally {
+    /// Data requests seen while flaky.
+    pub requests: u64,
+    pub rate_limited: u64,
+    pub server_errors: u64,
+    pub unavailable: u64,
+    pub hangs: u64,
+}
+
+impl FlakyTally {
+    pub fn failures(&self) -> u64 {
+        self.rate_limited + self.server_errors + self.unavailable + self.hangs
+    }
+}
+
+/// Picks which data requests of a fake fail, and how: `share` of them, the
+/// four [`FlakyAnswer`]s in equal parts, from a seeded sequence (splitmix64)
+/// so a run can be repeated.
+#[derive(Debug, Clone)]
+pub struct Flakiness {
+    /// Out of 2^32.
+    threshold: u64,
+    state: u64,
+    tally: FlakyTally,
+}
+
+impl Flakiness {
+    pub fn new(share: f64, seed: u64) -> Self {
+        let share = if share.is_finite() { share.clamp(0.0, 1.0) } else { 0.0 };
+        Self { threshold: (share * 4_294_967_296.0) as u64, state: seed, tally: FlakyTally::default() }
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// The next data request: None to answer it as usual.
+    pub fn next_answer(&mut self) -> Option<FlakyAnswer> {
+        self.tally.requests += 1;
+        let roll = self.next_u64();
+        if (roll >> 32) >= self.threshold {
+            return None;
+        }
+        let answer = match roll & 3 {
+            0 => FlakyAnswer::RateLimited,
+            1 => FlakyAnswer::ServerError,
+            2 => FlakyAnswer::Unavailable,
+            _ => FlakyAnswer::Hang,
+        };
+        match answer {
+            FlakyAnswer::RateLimited => self.tally.rate_limited += 1,
+            FlakyAnswer::ServerError => self.tally.server_errors += 1,
+            FlakyAnswer::Unavailable => self.tally.unavailable += 1,
+            FlakyAnswer::Hang => self.tally.hangs += 1,
+        }
+        Some(answer)
+    }
+
+    pub fn tally(&self) -> FlakyTally {
+        self.tally
+    }
 }
 
 /// A step of the kit that failed, and why.
@@ -278,12 +380,22 @@ pub async fn run_conformance(
     // 5. 429 and 5xx retried
     let step = "retry on 429 and 5xx";
     let waits_before = clock.sleeps().len();
+    let notes_before = sink.waits.len();
     world.update(fake, &ids[4], |u| u.given_name = "Retried".into());
     fake.fail_next(&[Failure::RateLimited, Failure::ServerError, Failure::RateLimited]);
     let outcome = pull(step, connect, resume(&outcome.cursor), &mut sink).await?;
     world.compare(&sink).map_err(|d| fail(step, d))?;
     if clock.sleeps().len() < waits_before + 3 {
         return Err(fail(step, "three failures were retried without waiting through the clock"));
+    }
+    if connect().wait_log().is_some() {
+        let counted = outcome.waits.rate_limit_waits + outcome.waits.retries();
+        if counted < 3 {
+            return Err(fail(step, format!("three waits, but the outcome reports {counted}: {}", outcome.waits)));
+        }
+        if sink.waits.len() < notes_before + 3 {
+            return Err(fail(step, "the sink did not hear of the three waits"));
+        }
     }
     report.passed.push(step);
 
@@ -365,4 +477,28 @@ pub async fn run_conformance(
     world.compare(&sink).map_err(|d| fail(step, d))?;
     report.passed.push(step);
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flakiness_fails_its_share_in_four_even_parts_reproducibly() {
+        let mut f = Flakiness::new(0.2, 7);
+        let answers: Vec<Option<FlakyAnswer>> = (0..10_000).map(|_| f.next_answer()).collect();
+        let t = f.tally();
+        assert_eq!(t.requests, 10_000);
+        assert!((1_800..=2_200).contains(&t.failures()), "{t:?}");
+        for kind in [t.rate_limited, t.server_errors, t.unavailable, t.hangs] {
+            assert!((400..=600).contains(&kind), "{t:?}");
+        }
+        let mut again = Flakiness::new(0.2, 7);
+        assert!(answers.iter().all(|a| *a == again.next_answer()));
+        let mut never = Flakiness::new(0.0, 7);
+        assert!((0..1_000).all(|_| never.next_answer().is_none()));
+        let mut always = Flakiness::new(1.0, 7);
+        assert!((0..1_000).all(|_| always.next_answer().is_some()));
+        assert_eq!(Flakiness::new(f64::NAN, 1).next_answer(), None);
+    }
 }

@@ -3,8 +3,9 @@
 //! vendor's raw attributes kept), the pull contract ([`PullConnector`]: a full
 //! listing or the changes since a cursor, delivered page by page into a
 //! [`DirectorySink`]), the HTTP helpers every vendor connector reuses (paging
-//! links, `Retry-After`, vendor rate-limit headers, backoff with jitter,
-//! timeouts, an injectable [`Clock`], [`BaseUrl`]s whose path is kept, redacted
+//! links, the one retry policy of [`RetryPolicy::decide`] over `Retry-After`,
+//! vendor rate-limit headers, backoff with jitter and timeouts, the waits
+//! recorded for a pull's outcome in a [`WaitLog`], an injectable [`Clock`], [`BaseUrl`]s whose path is kept, redacted
 //! [`Secret`]s, RS256 client assertions, access tokens shared across pulls
 //! through a [`TokenPool`]) and the [`conformance`] kit that a connector's tests run
 //! against the connector's fake server. Connectors know nothing of services:
@@ -20,6 +21,7 @@ pub mod contract;
 pub mod error;
 pub mod http;
 pub mod model;
+pub mod retry;
 pub mod secret;
 pub mod sink;
 pub mod token_pool;
@@ -31,8 +33,9 @@ pub use contract::{
     Capabilities, CheckReport, PageWriter, PullConnector, PullMode, PullOptions, PullOutcome, plan_pull, run_pull,
 };
 pub use error::ConnectorError;
-pub use http::{ApiClient, ApiRequest, ApiResponse, HttpSettings, RateLimitHeaders, RetryPolicy, Verdict};
+pub use http::{ApiClient, ApiRequest, ApiResponse, HttpSettings, RateLimitHeaders, Verdict};
 pub use model::{Assignment, Cursor, Group, Membership, MembershipChange, Page, Removal, RemovalReason, User};
+pub use retry::{RateSignal, RetryDecision, RetryPolicy, Trouble, WaitCause, WaitLog, WaitNote, WaitReason, Waits};
 pub use secret::{Secret, SecretRef};
 pub use sink::{DirectorySink, MemorySink, PullEnd, PullKind, SinkError};
 pub use token_pool::{CredentialKey, TokenPool};
