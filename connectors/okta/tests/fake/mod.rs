@@ -399,7 +399,10 @@ impl St {
         if !token_endpoint && let Some(answer) = self.flaky.as_mut().and_then(Flakiness::next_answer) {
             return match answer {
                 FlakyAnswer::RateLimited => {
+                    // A spent window resetting far ahead, and Retry-After naming the wait.
                     let mut r = self.failure(Failure::RateLimited, path, now);
+                    let reset = (now.timestamp() + self.reset_secs).to_string();
+                    r.headers_mut().insert("x-rate-limit-reset", HeaderValue::from_str(&reset).unwrap());
                     r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
                     Admit::Answer(r)
                 }
