@@ -36,5 +36,6 @@ mod pull;
 mod reconcile;
 mod replicas;
 mod runtime;
+mod shutdown;
 mod stories;
 mod support;

@@ -542,7 +542,14 @@ async fn login_without_policy_is_unavailable(kind: DbKind) {
     let org = org_with(&cluster, mode(ppb::ProvisioningMode::Jit)).await;
     let mut m = cluster.membership();
     login(&mut m, &org, "known@acme.test", true, &[]).await;
+    // An org membership has not met yet: its product must come from policy.
+    let unseen = org_with(&cluster, mode(ppb::ProvisioningMode::Manual)).await;
     cluster.stop_policy().await;
+    // A read says what it could not read (not that "nothing was changed").
+    let err = m.get_seat_usage(pb::GetSeatUsageRequest { org_id: unseen }).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(err.message().starts_with("cannot read the org's seats: policy"), "{}", err.message());
+    assert!(!err.message().contains("nothing was changed"), "{}", err.message());
     let err = m
         .login(pb::LoginRequest {
             org_id: org.clone(),

@@ -13,6 +13,7 @@ on_both_databases! {
     health_needs_no_token_and_reflection_lists_policy => health_needs_no_token_and_reflection_lists_policy;
     metrics_count_calls_by_code => metrics_count_calls_by_code;
     restart_keeps_data => restart_keeps_data;
+    a_refused_upstream_token_is_named_and_health_follows_it => refused_upstream_token;
 }
 
 async fn callers_need_a_valid_token(kind: DbKind) {
@@ -54,6 +55,24 @@ async fn health_needs_no_token_and_reflection_lists_policy(kind: DbKind) {
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     assert!(names.contains(&"muster.policy.v1.PolicyService".to_string()), "{names:?}");
     assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
+    // Only what this port serves: not membership's or directory-sync's services.
+    assert!(!names.iter().any(|n| n.contains("membership") || n.contains("directory")), "{names:?}");
+
+    // Older tools speak v1alpha.
+    use tonic_reflection::pb::v1alpha as alpha;
+    let mut old = alpha::server_reflection_client::ServerReflectionClient::new(cluster.channel(cluster.policy_url()));
+    let request = alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = old.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    let Some(alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        response.message_response
+    else {
+        panic!("unexpected v1alpha reflection answer: {response:?}");
+    };
+    assert!(list.service.iter().any(|s| s.name == "muster.policy.v1.PolicyService"), "{list:?}");
     cluster.stop().await;
 }
 
@@ -112,4 +131,85 @@ async fn no_tokens_configured_fails_start_up() {
     let err =
         muster_policy::run(Default::default(), listener, std::future::pending(), Default::default()).await.unwrap_err();
     assert!(err.to_string().contains("auth.token_sha256"), "{err}");
+}
+
+async fn serving_status(url: &str, service: &str) -> i32 {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let anonymous = channel(url, "", std::time::Duration::from_secs(5)).unwrap();
+    match HealthClient::new(anonymous).check(HealthCheckRequest { service: service.into() }).await {
+        Ok(r) => r.into_inner().status,
+        Err(_) => -1,
+    }
+}
+
+/// Policy comes back accepting other callers only: membership and directory-sync say
+/// that policy refuses *their* token, in their health and in the errors of calls that
+/// needed policy, and recover by themselves when policy accepts it again.
+async fn refused_upstream_token(kind: DbKind) {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let mut cluster = TestCluster::start(kind).await;
+    let membership_url = cluster.membership_url().to_string();
+    let directory_url = cluster.directory_url().to_string();
+    let serving = ServingStatus::Serving as i32;
+    let not_serving = ServingStatus::NotServing as i32;
+    assert_eq!(serving_status(&membership_url, muster_membership::GRPC_NAME).await, serving);
+    // An org membership has never seen: adding to it needs policy.
+    let (_, org) = cluster
+        .enterprise_org(pb::SettingsInput { mode: pb::ProvisioningMode::Manual as i32, ..Default::default() })
+        .await;
+
+    let addr: std::net::SocketAddr = cluster.policy_url().trim_start_matches("http://").parse().unwrap();
+    cluster.stop_policy().await;
+    let mut config = cluster.policy_config();
+    config.auth = muster_runtime::config::AuthConfig {
+        token_sha256: vec![muster_runtime::auth::hash_token("mst_somebody_else")],
+    };
+    let listener = loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => break l,
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    };
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let other_policy = tokio::spawn(muster_policy::run(
+        config,
+        listener,
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        },
+        muster_runtime::metrics::RpcMetrics::new(),
+    ));
+
+    super::support::until("membership and directory-sync to report NOT_SERVING", || async {
+        serving_status(&membership_url, muster_membership::GRPC_NAME).await == not_serving
+            && serving_status(&directory_url, muster_directory_sync::GRPC_NAME).await == not_serving
+    })
+    .await;
+    let err = cluster
+        .membership()
+        .add_member(muster_proto::membership::v1::AddMemberRequest {
+            org_id: org.clone(),
+            email: "ann@example.com".into(),
+            actor: super::support::admin(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().contains("policy refused membership's token (check [policy] token in membership's config)"),
+        "{}",
+        err.message()
+    );
+
+    let _ = stop.send(true);
+    other_policy.await.unwrap().unwrap();
+    cluster.start_policy().await;
+    super::support::until("membership and directory-sync to be SERVING again", || async {
+        serving_status(&membership_url, muster_membership::GRPC_NAME).await == serving
+            && serving_status(&directory_url, muster_directory_sync::GRPC_NAME).await == serving
+    })
+    .await;
+    cluster.stop().await;
 }

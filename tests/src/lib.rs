@@ -276,6 +276,7 @@ impl TestCluster {
                 url: format!("http://{policy_addr}"),
                 token: muster_runtime::Secret::new(self.token.clone()),
                 timeout_ms: 5_000,
+                check_interval_secs: 1,
             },
             ..Default::default()
         }
@@ -314,6 +315,7 @@ impl TestCluster {
             url: format!("http://{addr}"),
             token: muster_runtime::Secret::new(self.token.clone()),
             timeout_ms: 10_000,
+            check_interval_secs: 1,
         };
         muster_directory_sync::DirectorySyncConfig {
             listen: test_listen(),
@@ -462,6 +464,11 @@ impl TestCluster {
     /// An authenticated membership client.
     pub fn membership(&self) -> MembershipClient {
         MembershipClient::new(self.channel(self.membership_url()))
+    }
+
+    /// Directory-sync's gRPC URL.
+    pub fn directory_url(&self) -> &str {
+        &self.directory.as_ref().expect("directory-sync running").url
     }
 
     /// Policy's URL.

@@ -96,6 +96,12 @@ impl SyncError {
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted => {
                 SyncError::Unavailable { service, message: status.message().to_string() }
             }
+            // Our token, not our caller's: waited out like an outage (nothing is decided
+            // on a refusal), and named so the operator fixes the right config.
+            code if muster_runtime::upstream_check::is_refusal(code) => SyncError::Unavailable {
+                service,
+                message: muster_runtime::upstream_check::refused_message(service, "directory-sync"),
+            },
             _ => SyncError::Upstream { service, status },
         }
     }
@@ -118,7 +124,7 @@ impl From<SyncError> for tonic::Status {
             SyncError::Upstream { service, status } => {
                 // Pass the dependency's own refusal on: its rule names what is wrong
                 // (an unknown org, settings that break a rule).
-                tracing::info!(service, code = ?status.code(), message = status.message(), "dependency refused");
+                tracing::info!(service, code = ?status.code(), reason = status.message(), "dependency refused");
                 status.clone()
             }
             SyncError::ShuttingDown => tonic::Status::unavailable("shutting down; retry"),

@@ -179,8 +179,16 @@ impl Default for DirectorySyncConfig {
             },
             auth: AuthConfig::default(),
             log: LogConfig::default(),
-            policy: UpstreamConfig { url: "http://127.0.0.1:50051".into(), ..Default::default() },
-            membership: UpstreamConfig { url: "http://127.0.0.1:50052".into(), ..Default::default() },
+            policy: UpstreamConfig {
+                url: "http://127.0.0.1:50051".into(),
+                check_interval_secs: 30,
+                ..Default::default()
+            },
+            membership: UpstreamConfig {
+                url: "http://127.0.0.1:50052".into(),
+                check_interval_secs: 30,
+                ..Default::default()
+            },
             sync: SyncConfig::default(),
             pull: PullSettings::default(),
         }
@@ -296,8 +304,13 @@ async fn run_inner(
     }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // When the stop was asked for: everything after it shares one grace.
+    let stop_deadline = Arc::new(std::sync::Mutex::new(None::<tokio::time::Instant>));
+    let grace = config.listen.shutdown_grace();
+    let deadline = stop_deadline.clone();
     tokio::spawn(async move {
         shutdown.await;
+        *deadline.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now() + grace);
         let _ = stop_tx.send(true);
     });
     let stopped = |rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -369,13 +382,48 @@ async fn run_inner(
         routes: tonic::service::Routes::new(server),
         db,
         migrations: MIGRATIONS,
+        upstreams: vec![
+            muster_runtime::upstream_check::UpstreamCheck {
+                upstream: "policy",
+                caller: "directory-sync",
+                channel: muster_runtime::client::upstream_channel(&config.policy)?,
+                every: config.policy.check_interval(),
+            },
+            muster_runtime::upstream_check::UpstreamCheck {
+                upstream: "membership",
+                caller: "directory-sync",
+                channel: muster_runtime::client::upstream_channel(&config.membership)?,
+                every: config.membership.check_interval(),
+            },
+        ],
     };
     let options = ServeOptions::new(&config.listen, tokens, metrics);
     let served =
         muster_runtime::serve(listeners.grpc, muster_runtime::Stopping::new(stopped(stop_rx)), spec, options).await;
-    let _ = worker.await;
-    let _ = pulls.await;
-    let http_result = http_task.await.map_err(|e| StartError::Config(format!("http task: {e}")))?;
+    // The worker and the puller stop at their next batch or page (a pull's HTTP wait
+    // is cancelled), which is quick; they get what is left of the grace, so a stuck
+    // database call cannot keep the process past it.
+    let deadline =
+        stop_deadline.lock().unwrap_or_else(|p| p.into_inner()).unwrap_or_else(|| tokio::time::Instant::now() + grace);
+    for (name, task) in [("worker", worker), ("puller", pulls)] {
+        let abort = task.abort_handle();
+        if tokio::time::timeout_at(deadline, task).await.is_err() {
+            tracing::warn!(
+                task = name,
+                "did not stop in time; abandoned (its run is marked interrupted at the next start)"
+            );
+            abort.abort();
+        }
+    }
+    let http_abort = http_task.abort_handle();
+    let http_result = match tokio::time::timeout_at(deadline, http_task).await {
+        Ok(joined) => joined.map_err(|e| StartError::Config(format!("http task: {e}")))?,
+        Err(_) => {
+            tracing::warn!("scim requests still open after the grace; closing them");
+            http_abort.abort();
+            Ok(())
+        }
+    };
     // The router is gone, so the writer ends once what was sent is written.
     if tokio::time::timeout(Duration::from_secs(5), log_writer).await.is_err() {
         tracing::warn!("scim request log writer did not finish; its last entries may be lost");

@@ -443,13 +443,33 @@ impl Puller {
         let lock = self.engine.directory_lock(&dir_id);
         let _guard = lock.lock().await;
         let lost = Arc::new(AtomicBool::new(false));
-        let renewal = self.keep_lease(&dir_id, lease, lost.clone());
+        // Aborted however this ends, even if this task is itself abandoned at shutdown:
+        // a renewal that outlived its pull would keep the lease from everyone.
+        let _renewal = AbortOnDrop(self.keep_lease(&dir_id, lease, lost.clone()));
         let run_out = self.pull_inner(&mut run, full, lease, lost).await;
-        renewal.abort();
+        drop(_renewal);
         match run_out {
             Ok(r) => r,
-            Err(message) => self.fail(run, message).await,
+            Err(PullStop::Failed(message)) => self.fail(run, message).await,
+            Err(PullStop::Interrupted) => self.interrupted(run).await,
         }
+    }
+
+    /// The service stopped mid-pull: what was written stays (each page is one
+    /// transaction, with its checkpoint), nothing is swept, the pull stays due, so the
+    /// next start (or another replica, once the lease is released) resumes from the
+    /// stored cursor. Not a failure of the IdP: no backoff, no error on the directory.
+    async fn interrupted(&self, mut run: SyncRun) -> SyncRun {
+        tracing::info!(run = %run.id, directory = %run.directory_id, "pull interrupted by shutdown; it resumes at the next start");
+        run.state = RunState::Failed;
+        run.phase = Phase::Done;
+        run.ended_at = Some(chrono::Utc::now());
+        run.outcome =
+            "interrupted: the service stopped during the pull; nobody was removed, the next start resumes from the stored cursor"
+                .into();
+        run.error = "interrupted by shutdown".into();
+        let _ = self.engine.save(&run).await;
+        run
     }
 
     async fn pull_inner(
@@ -458,11 +478,11 @@ impl Puller {
         full: bool,
         lease: &str,
         lost: Arc<AtomicBool>,
-    ) -> Result<SyncRun, String> {
+    ) -> Result<SyncRun, PullStop> {
         let store = &self.engine.store;
         let dir = store.get_directory(&run.directory_id).await.map_err(|e| e.to_string())?;
         if dir.state != State::Active && run.trigger == Trigger::Interval {
-            return Err(format!("directory {}", dir.state.name()));
+            return Err(format!("directory {}", dir.state.name()).into());
         }
         let state = store.pull_state(&dir.id).await.map_err(|e| e.to_string())?;
         let interval =
@@ -470,7 +490,7 @@ impl Puller {
         let failures = state.as_ref().map(|s| s.failures).unwrap_or(0);
         let connector = match self.connectors.build(dir.kind, &dir.config_json) {
             Ok(c) => c,
-            Err(e) => return Err(self.pull_failed(&dir, failures, interval, &e).await),
+            Err(e) => return Err(self.pull_failed(&dir, failures, interval, &e).await.into()),
         };
         let mode = if full {
             PullMode::Refresh
@@ -498,9 +518,16 @@ impl Puller {
             run: run.clone(),
             last_progress: tokio::time::Instant::now(),
         };
-        let outcome = match run_pull(connector.as_ref(), mode, &mut sink, &PullOptions::default()).await {
+        // A stop cancels the pull wherever it waits (a hanging IdP, a Retry-After); a
+        // page being written finishes or rolls back on its own (one transaction).
+        let options = PullOptions::default();
+        let pulled = tokio::select! {
+            r = run_pull(connector.as_ref(), mode, &mut sink, &options) => r,
+            _ = self.engine.stopped() => return Err(PullStop::Interrupted),
+        };
+        let outcome = match pulled {
             Ok(o) => o,
-            Err(e) => return Err(self.pull_failed(&dir, failures, interval, &e).await),
+            Err(e) => return Err(self.pull_failed(&dir, failures, interval, &e).await.into()),
         };
         let w = sink.written;
         let held = sink.held.take();
@@ -624,5 +651,28 @@ impl Puller {
             tracing::warn!(directory = %dir.id, error = %err, "cannot record the failed pull");
         }
         message
+    }
+}
+
+/// How a pull ended early.
+enum PullStop {
+    /// The IdP, the connector or the database refused: the run fails, nobody removed.
+    Failed(String),
+    /// The service is stopping: the pull resumes at the next start.
+    Interrupted,
+}
+
+impl From<String> for PullStop {
+    fn from(message: String) -> Self {
+        PullStop::Failed(message)
+    }
+}
+
+/// A task aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

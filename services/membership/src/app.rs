@@ -268,7 +268,7 @@ impl Membership {
 
     /// Seat use of an org.
     pub async fn seat_usage(&self, org_id: &str) -> Result<SeatUsage, MembershipError> {
-        let product = self.catalog.product(org_id).await?;
+        let product = self.catalog.product(org_id).await.map_err(|e| e.when_reading("the org's seats"))?;
         self.usage(&product).await
     }
 

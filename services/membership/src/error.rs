@@ -45,6 +45,17 @@ pub enum MembershipError {
     /// Policy could not be reached; nothing was changed.
     #[error("policy is unavailable ({0}); nothing was changed")]
     PolicyUnavailable(String),
+    /// A read that needs policy (the org's product) could not be answered.
+    #[error("cannot read {what}: policy, which holds the org's product, is unavailable ({message})")]
+    ReadUnavailable {
+        /// What was asked for.
+        what: &'static str,
+        /// Why policy did not answer.
+        message: String,
+    },
+    /// Policy refuses membership's own token: a configuration error of membership.
+    #[error("{}; nothing was changed", muster_runtime::upstream_check::refused_message("policy", "membership"))]
+    TokenRefused,
     /// Policy answered with an error.
     #[error("policy refused: {0}")]
     Policy(tonic::Status),
@@ -68,6 +79,14 @@ impl MembershipError {
         MembershipError::Invalid { rule, field: field.to_string(), message: message.into() }
     }
 
+    /// For a read: a policy outage says what could not be read, not that nothing changed.
+    pub fn when_reading(self, what: &'static str) -> Self {
+        match self {
+            MembershipError::PolicyUnavailable(message) => MembershipError::ReadUnavailable { what, message },
+            other => other,
+        }
+    }
+
     /// From a failed policy call: UNAVAILABLE (and deadline) means "no answer", which
     /// must never be taken as a decision.
     pub fn from_policy(status: tonic::Status) -> Self {
@@ -76,6 +95,8 @@ impl MembershipError {
                 MembershipError::PolicyUnavailable(status.message().to_string())
             }
             Code::NotFound => MembershipError::NotFound { what: "org", id: status.message().to_string() },
+            // Our token, not the caller's: say whose it is and where it is set.
+            code if muster_runtime::upstream_check::is_refusal(code) => MembershipError::TokenRefused,
             _ => MembershipError::Policy(status),
         }
     }
@@ -97,11 +118,15 @@ impl From<MembershipError> for tonic::Status {
             MembershipError::AlreadyMember(_) => {
                 rule_status(Code::AlreadyExists, "already_member", "email", e.to_string())
             }
-            MembershipError::PolicyUnavailable(_) => {
+            MembershipError::PolicyUnavailable(_) | MembershipError::ReadUnavailable { .. } => {
                 rule_status(Code::Unavailable, "policy_unavailable", "", e.to_string())
             }
+            MembershipError::TokenRefused => {
+                tracing::error!(error = %e, "policy refuses membership's token");
+                rule_status(Code::Unavailable, "upstream_refused", "", e.to_string())
+            }
             MembershipError::Policy(status) => {
-                tracing::warn!(code = ?status.code(), message = status.message(), "policy refused a call");
+                tracing::warn!(code = ?status.code(), reason = status.message(), "policy refused a call");
                 tonic::Status::new(status.code(), e.to_string())
             }
             MembershipError::Db(db) => muster_runtime::status::db_status(db),

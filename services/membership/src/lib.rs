@@ -59,6 +59,7 @@ impl Default for MembershipConfig {
                 url: "http://127.0.0.1:50051".into(),
                 token: muster_runtime::Secret::default(),
                 timeout_ms: 10_000,
+                check_interval_secs: 30,
             },
         }
     }
@@ -103,6 +104,12 @@ pub async fn run(
         routes: tonic::service::Routes::new(server),
         db,
         migrations: MIGRATIONS,
+        upstreams: vec![muster_runtime::upstream_check::UpstreamCheck {
+            upstream: "policy",
+            caller: "membership",
+            channel: muster_runtime::client::upstream_channel(&config.policy)?,
+            every: config.policy.check_interval(),
+        }],
     };
     let options = ServeOptions::new(&config.listen, tokens, metrics);
     muster_runtime::serve(listener, stopping, spec, options).await?;

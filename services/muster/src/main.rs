@@ -6,7 +6,8 @@ mod output;
 mod services;
 mod up;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::cli::Connection;
 use crate::cli::directory_cmds::{self, DirectoryCmd};
@@ -112,11 +113,49 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The client flags a command given on the command line does not use: `serve` takes
+/// every setting from its config file and `MUSTER_<SERVICE>__…` variables, and `up`
+/// from its own `--*-addr` flags. Ignoring them silently would mislead.
+fn unused_flags(matches: &clap::ArgMatches) -> Option<(String, Vec<String>)> {
+    let (name, sub) = matches.subcommand()?;
+    let unused: &[&str] = match name {
+        "serve" => &["policy_url", "membership_url", "directory_url", "token", "data_dir", "timeout", "json"],
+        "up" => &["policy_url", "membership_url", "directory_url", "token", "timeout", "json"],
+        _ => return None,
+    };
+    let given: Vec<String> = unused
+        .iter()
+        .filter(|id| {
+            [matches, sub]
+                .iter()
+                .any(|m| m.try_get_raw(id).is_ok() && m.value_source(id) == Some(ValueSource::CommandLine))
+        })
+        .map(|id| format!("--{}", id.replace('_', "-")))
+        .collect();
+    (!given.is_empty()).then(|| (name.to_string(), given))
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    if let Some((command, flags)) = unused_flags(&matches) {
+        let hint = match command.as_str() {
+            "serve" => {
+                "it reads its settings from --config FILE and MUSTER_<SERVICE>__<SECTION>__<KEY> variables (docs/operations.md)"
+            }
+            _ => "it listens on --policy-addr, --membership-addr, --directory-addr and --scim-addr",
+        };
+        eprintln!("error: `muster {command}` does not use {}: {hint}", flags.join(", "));
+        return std::process::ExitCode::from(2);
+    }
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // Already in the service's log, in its format.
+        Err(err) if err.downcast_ref::<services::Reported>().is_some() => std::process::ExitCode::FAILURE,
         Err(err) => {
             eprintln!("error: {}", describe_error(&err));
             std::process::ExitCode::FAILURE

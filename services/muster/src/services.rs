@@ -37,12 +37,14 @@ pub struct ServeArgs {
 pub struct Shutdown(watch::Receiver<bool>);
 
 impl Shutdown {
-    /// A shutdown fired by SIGTERM/SIGINT, and the sender that fires it by hand.
-    pub fn on_signal() -> (watch::Sender<bool>, Self) {
+    /// A shutdown fired by SIGTERM/SIGINT, and the sender that fires it by hand. After
+    /// the signal the process has `grace` to stop (a second signal ends it at once).
+    pub fn on_signal(grace: std::time::Duration) -> (watch::Sender<bool>, Self) {
         let (tx, rx) = watch::channel(false);
         let signal_tx = tx.clone();
         tokio::spawn(async move {
             muster_runtime::shutdown_signal().await;
+            muster_runtime::exit_after_grace_or_second_signal(grace);
             let _ = signal_tx.send(true);
         });
         (tx, Self(rx))
@@ -77,45 +79,78 @@ pub async fn spawn_metrics(addr: &str, metrics: RpcMetrics, shutdown: &Shutdown)
     Ok(())
 }
 
-/// Runs one service until SIGTERM/SIGINT.
+/// An error already written to the service's log (in its format, JSON included):
+/// `main` exits non-zero without printing it again.
+#[derive(Debug)]
+pub struct Reported;
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the service stopped with an error (see its log)")
+    }
+}
+
+impl std::error::Error for Reported {}
+
+/// Logs a service's fatal error in the service's own log format.
+fn reported(service: &str, e: anyhow::Error) -> anyhow::Error {
+    tracing::error!(service, error = %format!("{e:#}"), "the service stopped with an error");
+    Reported.into()
+}
+
+/// Runs one service until SIGTERM/SIGINT. Until its log is set up (the config is
+/// read), errors are plain text on stderr; after, they are log lines. "serving" is
+/// logged once the database is migrated and the port answers, not before.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     match args.service {
         ServiceName::Policy => {
             let config: muster_policy::PolicyConfig =
                 muster_runtime::config::load(args.config.as_deref(), "MUSTER_POLICY").context("policy config")?;
             muster_runtime::telemetry::init(&config.log);
-            let (_tx, shutdown) = Shutdown::on_signal();
-            let metrics = RpcMetrics::new();
-            spawn_metrics(&config.listen.metrics, metrics.clone(), &shutdown).await?;
-            let listener = bind(&config.listen.grpc, "policy gRPC").await?;
-            tracing::info!(addr = %config.listen.grpc, "policy listening");
-            muster_policy::run(config, listener, shutdown.wait(), metrics).await?;
+            let run = async {
+                let (_tx, shutdown) = Shutdown::on_signal(config.listen.shutdown_grace());
+                let metrics = RpcMetrics::new();
+                spawn_metrics(&config.listen.metrics, metrics.clone(), &shutdown).await?;
+                let listener = bind(&config.listen.grpc, "policy gRPC").await?;
+                tracing::info!(addr = %config.listen.grpc, "policy starting: opening and migrating its database");
+                muster_policy::run(config, listener, shutdown.wait(), metrics).await?;
+                anyhow::Ok(())
+            };
+            run.await.map_err(|e| reported("policy", e))?;
         }
         ServiceName::Membership => {
             let config: muster_membership::MembershipConfig =
                 muster_runtime::config::load(args.config.as_deref(), "MUSTER_MEMBERSHIP")
                     .context("membership config")?;
             muster_runtime::telemetry::init(&config.log);
-            let (_tx, shutdown) = Shutdown::on_signal();
-            let metrics = RpcMetrics::new();
-            spawn_metrics(&config.listen.metrics, metrics.clone(), &shutdown).await?;
-            let listener = bind(&config.listen.grpc, "membership gRPC").await?;
-            tracing::info!(addr = %config.listen.grpc, "membership listening");
-            muster_membership::run(config, listener, shutdown.wait(), metrics).await?;
+            let run = async {
+                let (_tx, shutdown) = Shutdown::on_signal(config.listen.shutdown_grace());
+                let metrics = RpcMetrics::new();
+                spawn_metrics(&config.listen.metrics, metrics.clone(), &shutdown).await?;
+                let listener = bind(&config.listen.grpc, "membership gRPC").await?;
+                tracing::info!(addr = %config.listen.grpc, "membership starting: opening and migrating its database");
+                muster_membership::run(config, listener, shutdown.wait(), metrics).await?;
+                anyhow::Ok(())
+            };
+            run.await.map_err(|e| reported("membership", e))?;
         }
         ServiceName::DirectorySync => {
             let config: muster_directory_sync::DirectorySyncConfig =
                 muster_runtime::config::load(args.config.as_deref(), "MUSTER_DIRECTORY_SYNC")
                     .context("directory-sync config")?;
             muster_runtime::telemetry::init(&config.log);
-            let (_tx, shutdown) = Shutdown::on_signal();
-            let metrics = RpcMetrics::new();
-            spawn_metrics(&config.listen.metrics, metrics.clone(), &shutdown).await?;
-            let grpc = bind(&config.listen.grpc, "directory-sync gRPC").await?;
-            let http = bind(&config.http.addr, "directory-sync SCIM HTTP").await?;
-            tracing::info!(grpc = %config.listen.grpc, scim = %config.http.addr, "directory-sync listening");
-            let listeners = muster_directory_sync::Listeners { grpc, http };
-            muster_directory_sync::run(config, listeners, shutdown.wait(), metrics).await?;
+            let run = async {
+                let (_tx, shutdown) = Shutdown::on_signal(config.listen.shutdown_grace());
+                let metrics = RpcMetrics::new();
+                spawn_metrics(&config.listen.metrics, metrics.clone(), &shutdown).await?;
+                let grpc = bind(&config.listen.grpc, "directory-sync gRPC").await?;
+                let http = bind(&config.http.addr, "directory-sync SCIM HTTP").await?;
+                tracing::info!(grpc = %config.listen.grpc, scim = %config.http.addr, "directory-sync starting: opening and migrating its database");
+                let listeners = muster_directory_sync::Listeners { grpc, http };
+                muster_directory_sync::run(config, listeners, shutdown.wait(), metrics).await?;
+                anyhow::Ok(())
+            };
+            run.await.map_err(|e| reported("directory-sync", e))?;
         }
     }
     Ok(())

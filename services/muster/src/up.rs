@@ -44,7 +44,7 @@ pub struct UpArgs {
 
 /// One service of `muster up`: metrics are served once for the whole process.
 fn local_listen(addr: &str) -> ListenConfig {
-    ListenConfig { grpc: addr.to_string(), metrics: String::new(), request_timeout_secs: 30, shutdown_grace_secs: 20 }
+    ListenConfig { grpc: addr.to_string(), metrics: String::new(), request_timeout_secs: 30, shutdown_grace_secs: 10 }
 }
 
 /// A service's SQLite file under the data directory.
@@ -57,7 +57,12 @@ fn local_database(data_dir: &Path, file: &str) -> DatabaseConfig {
 
 /// Another service of this process, called with the admin token.
 fn local_upstream(url: &str, token: &str) -> UpstreamConfig {
-    UpstreamConfig { url: url.to_string(), token: muster_runtime::Secret::new(token), timeout_ms: 10_000 }
+    UpstreamConfig {
+        url: url.to_string(),
+        token: muster_runtime::Secret::new(token),
+        timeout_ms: 10_000,
+        ..Default::default()
+    }
 }
 
 /// Reads the admin token, creating it (readable by the owner only) on first run.
@@ -187,7 +192,7 @@ pub async fn up(args: UpArgs, data_dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
     let token = admin_token(data_dir)?;
     let auth = AuthConfig { token_sha256: vec![hash_token(&token)] };
-    let (_stop, shutdown) = Shutdown::on_signal();
+    let (_stop, shutdown) = Shutdown::on_signal(local_listen(&args.policy_addr).shutdown_grace());
     let metrics = RpcMetrics::new();
     spawn_metrics(&args.metrics_addr, metrics.clone(), &shutdown).await?;
 

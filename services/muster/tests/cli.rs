@@ -85,10 +85,21 @@ impl Up {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// SIGTERM; it must exit cleanly within its shutdown grace (10 s).
     fn stop(mut self) {
         let pid = self.child.id().to_string();
         assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let status = self.child.wait().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("muster up was still running 10 s after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         assert!(status.success(), "muster up exits cleanly on SIGTERM: {status}");
     }
 }
@@ -152,6 +163,42 @@ fn the_readme_tour_works() {
     assert_eq!(audit[0]["action"], "directory.brake_loosened", "{audit}");
     assert!(audit[0]["actor"].as_str().unwrap().contains("cli"), "{audit}");
     assert!(audit[0]["after"].as_str().unwrap().contains("Acme IdP"));
+
+    // An Okta directory whose API hangs (it accepts connections and never answers):
+    // its first pull is stuck when SIGTERM comes, and `stop` still demands an exit
+    // within the grace.
+    let hanging = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let okta_url = format!("http://{}", hanging.local_addr().unwrap());
+    let (seen_tx, seen_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in hanging.incoming() {
+            let Ok(conn) = conn else { break };
+            held.push(conn);
+            let _ = seen_tx.send(());
+        }
+    });
+    let token = up._dir.path().join("okta-token");
+    std::fs::write(&token, "00fake-token").unwrap();
+    let config = up._dir.path().join("okta.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "org_url = \"{okta_url}\"\nauth = {{ type = \"api_token\", token = {{ file = \"{}\" }} }}\n",
+            token.display()
+        ),
+    )
+    .unwrap();
+    let parent = dirs[0]["parent_id"].as_str().unwrap().to_string();
+    let created = up.run(
+        &["directory", "create", "--parent", &parent, "--kind", "okta", "--name", "Okta", "--config"]
+            .iter()
+            .copied()
+            .chain([config.to_str().unwrap()])
+            .collect::<Vec<_>>(),
+    );
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    seen_rx.recv_timeout(Duration::from_secs(30)).expect("the first pull reaches the (hanging) Okta API");
 
     up.stop();
 }

@@ -112,6 +112,8 @@ pub async fn run(
         routes: tonic::service::Routes::new(server),
         db,
         migrations: MIGRATIONS,
+        // Policy calls nobody.
+        upstreams: vec![],
     };
     let options = ServeOptions::new(&config.listen, tokens, metrics);
     muster_runtime::serve(listener, muster_runtime::Stopping::new(shutdown), spec, options).await?;

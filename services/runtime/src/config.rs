@@ -14,7 +14,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    // The cause is the error's source, which error chains print after this.
+    #[error("cannot read config file {path}")]
     Read {
         /// The file.
         path: String,
@@ -225,7 +226,7 @@ impl ListenConfig {
             grpc: format!("127.0.0.1:{grpc_port}"),
             metrics: format!("127.0.0.1:{metrics_port}"),
             request_timeout_secs: 30,
-            shutdown_grace_secs: 20,
+            shutdown_grace_secs: 10,
         }
     }
 }
@@ -269,8 +270,20 @@ pub struct UpstreamConfig {
     pub url: String,
     /// The bearer token to present.
     pub token: Secret,
-    /// Deadline of each call, in milliseconds.
+    /// Deadline of each call, in milliseconds (0: 10 s).
     pub timeout_ms: u64,
+    /// How often to check that the upstream accepts the token, in seconds (0: 30 s).
+    pub check_interval_secs: u64,
+}
+
+impl UpstreamConfig {
+    /// How often to check that the upstream accepts the token.
+    pub fn check_interval(&self) -> std::time::Duration {
+        match self.check_interval_secs {
+            0 => crate::upstream_check::DEFAULT_CHECK_INTERVAL,
+            s => std::time::Duration::from_secs(s),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,10 @@ pub mod status;
 pub mod storage;
 pub mod telemetry;
 pub mod trace_context;
+pub mod upstream_check;
 
 pub use config::Secret;
-pub use serve::{ServeError, ServeOptions, ServiceSpec, Stopping, serve, shutdown_signal};
+pub use serve::{
+    ServeError, ServeOptions, ServiceSpec, Stopping, exit_after_grace_or_second_signal, serve, shutdown_signal,
+};
 pub use storage::{Backend, Db, DbConnection, DbError, Migrations};

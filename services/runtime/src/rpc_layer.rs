@@ -114,6 +114,7 @@ where
         Box::pin(
             async move {
                 let started = Instant::now();
+                let trace_id = ctx.trace_id.clone();
                 let public = path.starts_with("/grpc.health.v1.Health/");
                 let rejection = if public {
                     None
@@ -136,12 +137,19 @@ where
                 span.record("code", tracing::field::debug(code));
                 let seconds = started.elapsed().as_secs_f64();
                 layer.metrics.record(&path, code, seconds);
+                // One access line per call, under its own target so an operator can
+                // turn it down (`level = "info,muster_access=warn"`); health probes
+                // only at debug, or they would drown everything else.
+                let (method, trace_id, status) = (path.as_str(), trace_id.as_str(), format!("{code:?}"));
                 match code {
-                    tonic::Code::Ok => tracing::debug!(seconds, "rpc done"),
-                    tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss => {
-                        tracing::error!(seconds, "rpc failed")
+                    _ if public => tracing::debug!(target: "muster_access", method, status, seconds, trace_id, "rpc"),
+                    tonic::Code::Ok => {
+                        tracing::info!(target: "muster_access", method, status, seconds, trace_id, "rpc")
                     }
-                    _ => tracing::info!(seconds, "rpc refused"),
+                    tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss => {
+                        tracing::error!(target: "muster_access", method, status, seconds, trace_id, "rpc failed")
+                    }
+                    _ => tracing::info!(target: "muster_access", method, status, seconds, trace_id, "rpc refused"),
                 }
                 Ok(response)
             }

@@ -41,6 +41,9 @@ pub struct ServiceSpec {
     pub db: Db,
     /// Its migrations.
     pub migrations: Migrations,
+    /// The services it calls, whose acceptance of its token is checked at start and
+    /// periodically: health is NOT_SERVING while one refuses it.
+    pub upstreams: Vec<crate::upstream_check::UpstreamCheck>,
 }
 
 /// Settings every service serves with.
@@ -107,12 +110,21 @@ pub async fn serve(
     for name in &spec.grpc_names {
         reporter.set_service_status(*name, ServingStatus::NotServing).await;
     }
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(muster_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| ServeError::Reflection(e.to_string()))?;
-    let routes = spec.routes.add_service(health).add_service(reflection);
+    // Reflection lists what this port serves (its own service, health, reflection),
+    // not every service the descriptor set knows; v1alpha too, for older tools.
+    let reflection = || {
+        let mut b = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(muster_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.health.v1.Health");
+        for name in &spec.grpc_names {
+            b = b.with_service_name(*name);
+        }
+        b
+    };
+    let reflection_v1 = reflection().build_v1().map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let routes = spec.routes.add_service(health).add_service(reflection_v1).add_service(reflection_v1alpha);
     let readiness = Readiness::new();
     let (fail_tx, mut fail_rx) = tokio::sync::watch::channel(false);
     let server_stopping = stopping.clone();
@@ -137,11 +149,76 @@ pub async fn serve(
         return Err(e.into());
     }
     readiness.set_ready();
-    reporter.set_service_status("", ServingStatus::Serving).await;
+    // A first look at the upstreams before saying SERVING (briefly: one that is down
+    // is not a reason to wait, only one that refuses the token is a reason to refuse).
+    let mut first = Vec::new();
+    for u in &spec.upstreams {
+        let found = tokio::time::timeout(Duration::from_secs(2), crate::upstream_check::check(u))
+            .await
+            .unwrap_or_else(|_| crate::upstream_check::Credentials::Unknown("no answer yet".into()));
+        first.push(found);
+    }
+    let initially_refused = crate::upstream_check::refusals(&first);
+    let status = if initially_refused.is_some() { ServingStatus::NotServing } else { ServingStatus::Serving };
+    reporter.set_service_status("", status).await;
     for name in &spec.grpc_names {
-        reporter.set_service_status(*name, ServingStatus::Serving).await;
+        reporter.set_service_status(*name, status).await;
+    }
+    if let Some(why) = &initially_refused {
+        tracing::error!(problem = %why, "an upstream refuses this service's token: health is NOT_SERVING until it accepts it");
     }
     tracing::info!(services = ?spec.grpc_names, database = spec.db.target(), "serving");
+    // Stopping: health says so at once, so a load balancer sends no new work during
+    // the grace, while calls in flight finish. Until then, health follows whether the
+    // upstreams accept this service's token.
+    let health_stopping = stopping.clone();
+    let names = spec.grpc_names.clone();
+    let upstreams = spec.upstreams;
+    tokio::spawn(async move {
+        let set = |status: ServingStatus| {
+            let (reporter, names) = (reporter.clone(), names.clone());
+            async move {
+                reporter.set_service_status("", status).await;
+                for name in &names {
+                    reporter.set_service_status(*name, status).await;
+                }
+            }
+        };
+        let checking = async {
+            if upstreams.is_empty() {
+                return std::future::pending::<()>().await;
+            }
+            let every =
+                upstreams.iter().map(|u| u.every).min().unwrap_or(crate::upstream_check::DEFAULT_CHECK_INTERVAL);
+            let mut refused = initially_refused;
+            loop {
+                tokio::time::sleep(every).await;
+                let mut found = Vec::with_capacity(upstreams.len());
+                for u in &upstreams {
+                    found.push(crate::upstream_check::check(u).await);
+                }
+                let now = crate::upstream_check::refusals(&found);
+                if now != refused {
+                    match &now {
+                        Some(why) => {
+                            tracing::error!(problem = %why, "an upstream refuses this service's token: health is NOT_SERVING until it accepts it");
+                            set(ServingStatus::NotServing).await;
+                        }
+                        None => {
+                            tracing::info!("upstreams accept this service's token again: SERVING");
+                            set(ServingStatus::Serving).await;
+                        }
+                    }
+                    refused = now;
+                }
+            }
+        };
+        tokio::select! {
+            _ = health_stopping.wait() => {}
+            _ = checking => {}
+        }
+        set(ServingStatus::NotServing).await;
+    });
     let grace = options.shutdown_grace;
     tokio::select! {
         finished = &mut server => match finished {
@@ -158,6 +235,31 @@ pub async fn serve(
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C).
 pub async fn shutdown_signal() {
+    next_signal().await;
+    tracing::info!("shutdown requested: finishing in-flight calls");
+}
+
+/// After the first signal: a second SIGTERM or Ctrl-C exits at once (status 130), and
+/// a process still running `grace` after the first exits anyway (status 1). A stop
+/// that an IdP's hang or a stuck call keeps from finishing must not outlive the
+/// grace an orchestrator gives (Kubernetes kills 30 s after SIGTERM by default).
+pub fn exit_after_grace_or_second_signal(grace: Duration) {
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = next_signal() => {
+                tracing::warn!("second signal: exiting now");
+                eprintln!("second signal: exiting now");
+                std::process::exit(130);
+            }
+            _ = tokio::time::sleep(grace) => {
+                tracing::error!(grace_secs = grace.as_secs(), "did not stop within the shutdown grace; exiting");
+                std::process::exit(1);
+            }
+        }
+    });
+}
+
+async fn next_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -177,5 +279,4 @@ pub async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-    tracing::info!("shutdown requested: finishing in-flight calls");
 }

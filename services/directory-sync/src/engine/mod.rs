@@ -137,6 +137,12 @@ impl Engine {
         *self.shutdown.borrow()
     }
 
+    /// Completes once the service is stopping.
+    pub(crate) async fn stopped(&self) {
+        let mut stop = self.shutdown.clone();
+        let _ = stop.wait_for(|s| *s).await;
+    }
+
     /// One run at a time per directory in this process: runs of one directory never
     /// interleave their batches.
     pub(crate) fn directory_lock(&self, directory: &str) -> Arc<Mutex<()>> {
@@ -152,6 +158,10 @@ impl Engine {
 
     /// A new run row, running.
     pub async fn start_run(&self, directory: &str, trigger: Trigger, actor: &str) -> Result<SyncRun, SyncError> {
+        // A stopping service takes no new work; the caller retries on another replica.
+        if self.is_shutting_down() {
+            return Err(SyncError::ShuttingDown);
+        }
         let run = SyncRun::new(uuid::Uuid::now_v7().to_string(), directory, trigger, actor);
         self.store.create_run(run.clone()).await?;
         self.runs_changed();
@@ -168,6 +178,11 @@ impl Engine {
     {
         let mut backoff = self.config.backoff_min;
         loop {
+            // Every call to policy or membership is a batch boundary: a stopping service
+            // ends the run here (it is retried from the queue), not after the whole directory.
+            if self.is_shutting_down() {
+                return Err(SyncError::ShuttingDown);
+            }
             match call().await {
                 Ok(v) => {
                     if !run.error.is_empty() {

@@ -1,0 +1,247 @@
+//! A service stops when asked, even mid-pull with an IdP that hangs, and the pull
+//! resumes at the next start: the stop is bounded by the grace, the interrupted run
+//! says so, nobody is removed, and the next start reads the change feed from the
+//! stored cursor instead of listing everything again.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use muster_connector::ManualClock;
+use muster_connector::conformance::FakeDirectory;
+use muster_connector_okta::testing::{API_TOKEN, OktaFake};
+use muster_proto::directory::v1 as dpb;
+use muster_proto::membership::v1 as mpb;
+use muster_proto::policy::v1 as ppb;
+use muster_tests::{DbKind, TestCluster};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::support::{admin, named, person, until};
+
+on_both_databases! {
+    a_stop_mid_pull_with_a_hanging_idp_is_bounded_and_the_pull_resumes => stop_mid_pull;
+}
+
+/// A TCP proxy in front of the IdP fake that can hold every answer back: the IdP
+/// hangs (requests arrive, nothing comes back), as a stuck gateway does.
+struct HangingProxy {
+    url: String,
+    hang: Arc<AtomicBool>,
+    held: Arc<AtomicUsize>,
+}
+
+impl HangingProxy {
+    async fn start(upstream: &str) -> Self {
+        let upstream = upstream.trim_start_matches("http://").trim_end_matches('/').to_string();
+        // The fake writes its own origin into its paging links, and the connector
+        // follows links of its configured origin only: the proxy puts its own in their
+        // place, byte for byte, so it binds a port of the same width.
+        let listener = loop {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            if l.local_addr().unwrap().to_string().len() == upstream.len() {
+                break l;
+            }
+        };
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (theirs, ours) = (upstream.clone().into_bytes(), listener.local_addr().unwrap().to_string().into_bytes());
+        let hang = Arc::new(AtomicBool::new(false));
+        let held = Arc::new(AtomicUsize::new(0));
+        let (h, c) = (hang.clone(), held.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(&upstream).await else { continue };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                });
+                let (h, c, theirs, ours) = (h.clone(), c.clone(), theirs.clone(), ours.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let n = match sr.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if h.load(Ordering::SeqCst) {
+                            c.fetch_add(1, Ordering::SeqCst);
+                            while h.load(Ordering::SeqCst) {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                        }
+                        let chunk = &mut buf[..n];
+                        let mut i = 0;
+                        while i + theirs.len() <= chunk.len() {
+                            if chunk[i..i + theirs.len()] == theirs[..] {
+                                chunk[i..i + theirs.len()].copy_from_slice(&ours);
+                                i += theirs.len();
+                            } else {
+                                i += 1;
+                            }
+                        }
+                        if cw.write_all(chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { url, hang, held }
+    }
+}
+
+async fn roles(membership: &mut muster_runtime::client::MembershipClient, org: &str) -> Vec<(String, String)> {
+    let page = membership
+        .list_members(mpb::ListMembersRequest { org_id: org.into(), page_size: 1000, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut out: Vec<(String, String)> =
+        page.members.into_iter().map(|m| (m.user.map(|u| u.email).unwrap_or_default(), m.role)).collect();
+    out.sort();
+    out
+}
+
+fn want(people: &[(&str, &str)]) -> Vec<(String, String)> {
+    people.iter().map(|(e, r)| (format!("{e}@example.com"), r.to_string())).collect()
+}
+
+async fn stop_mid_pull(kind: DbKind) {
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let okta = OktaFake::start(2, false, clock.clone()).await;
+    let proxy = HangingProxy::start(&okta.base).await;
+    let secrets = tempfile::tempdir().unwrap();
+    let token = secrets.path().join("okta-token");
+    std::fs::write(&token, API_TOKEN).unwrap();
+
+    let everyone = okta.create_group("everyone");
+    let admins = okta.create_group("admins");
+    let ann = okta.create_user(&person("ann"));
+    let bob = okta.create_user(&person("bob"));
+    for u in [&ann, &bob] {
+        okta.add_member(&everyone, u);
+    }
+    okta.add_member(&admins, &ann);
+
+    let mut cluster = TestCluster::start(kind).await;
+    cluster.stop_directory().await;
+    cluster.connector_clock = Some(clock.clone());
+    cluster.start_directory().await;
+    let (parent, org) = cluster
+        .enterprise_org(ppb::SettingsInput {
+            mode: ppb::ProvisioningMode::Scim as i32,
+            advanced_group_mapping: true,
+            role_mappings: vec![
+                ppb::RoleMapping { role: "Admin".into(), groups: vec![named("admins")] },
+                ppb::RoleMapping { role: "User".into(), groups: vec![named("everyone")] },
+            ],
+            seat_tier_mappings: vec![],
+        })
+        .await;
+    let config = json!({"org_url": proxy.url, "page_size": 2,
+                        "auth": {"type": "api_token", "token": {"file": token.to_string_lossy()}}});
+    let dir = cluster
+        .directory()
+        .create_directory(dpb::CreateDirectoryRequest {
+            parent_id: parent,
+            kind: dpb::DirectoryKind::Okta as i32,
+            display_name: "Okta".into(),
+            config_json: config.to_string(),
+            sync_interval_seconds: 300,
+            actor: admin(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .directory
+        .unwrap()
+        .id;
+    let mut membership = cluster.membership();
+    let first = want(&[("ann", "Admin"), ("bob", "User")]);
+    until("the first pull's members", || {
+        let mut m = membership.clone();
+        let (org, first) = (org.clone(), first.clone());
+        async move { roles(&mut m, &org).await == first }
+    })
+    .await;
+
+    // A change waits in the System Log; then the IdP hangs, mid-pull.
+    let cid = okta.create_user(&person("cid"));
+    okta.add_member(&everyone, &cid);
+    proxy.hang.store(true, Ordering::SeqCst);
+    until("a pull to be stuck on the hanging IdP", || async { proxy.held.load(Ordering::SeqCst) > 0 }).await;
+
+    // The stop cancels the pull, well within the grace (5 s in tests), whatever the
+    // IdP does; it is not merely abandoned when the grace runs out. Before, it waited
+    // for the request's own timeout and every retry after it.
+    let stopped = tokio::time::timeout(Duration::from_secs(4), cluster.stop_directory()).await;
+    assert!(stopped.is_ok(), "directory-sync did not stop promptly while a pull hung");
+
+    // The IdP answers again; the next start resumes the change feed where it was.
+    let before_restart = okta.requests().len();
+    proxy.hang.store(false, Ordering::SeqCst);
+    cluster.start_directory().await;
+    let all = want(&[("ann", "Admin"), ("bob", "User"), ("cid", "User")]);
+    let waited = tokio::time::timeout(Duration::from_secs(20), async {
+        while roles(&mut membership, &org).await != all {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    if waited.is_err() {
+        let runs = cluster
+            .directory()
+            .list_sync_runs(dpb::ListSyncRunsRequest {
+                directory_id: dir.clone(),
+                page_size: 20,
+                page_token: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .runs;
+        panic!(
+            "the resumed pull did not bring cid in: {:?}\nrequests since restart: {:?}\nruns: {:?}",
+            roles(&mut membership, &org).await,
+            &okta.requests()[before_restart..],
+            runs.iter().map(|r| (r.trigger, r.state, &r.outcome, &r.error)).collect::<Vec<_>>()
+        );
+    }
+
+    let after: Vec<String> = okta.requests()[before_restart..].to_vec();
+    let first_data = after.iter().find(|r| r.contains("/api/v1/")).expect("a request after the restart");
+    assert!(
+        first_data.contains("/api/v1/logs"),
+        "the restart read the change feed from the stored cursor, not a full listing: {after:?}"
+    );
+
+    // The interrupted run says so, and removed nobody.
+    let runs = cluster
+        .directory()
+        .list_sync_runs(dpb::ListSyncRunsRequest {
+            directory_id: dir.clone(),
+            page_size: 100,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .runs;
+    let interrupted = runs
+        .iter()
+        .find(|r| r.outcome.starts_with("interrupted"))
+        .unwrap_or_else(|| panic!("no interrupted run: {:?}", runs.iter().map(|r| &r.outcome).collect::<Vec<_>>()));
+    assert_eq!(interrupted.state, dpb::RunState::Failed as i32);
+    assert_eq!(interrupted.counts.unwrap_or_default().removed, 0);
+    let status = cluster
+        .directory()
+        .get_directory_status(dpb::GetDirectoryStatusRequest { id: dir })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.last_error.is_empty(), "a stop is not the IdP's failure: {}", status.last_error);
+    cluster.stop().await;
+}
