@@ -1,7 +1,9 @@
-//! HTTP for connectors: one client with retries (exponential backoff with
-//! jitter and a cap), `Retry-After` in seconds or as an HTTP date, vendor
-//! rate-limit headers honoured before the limit is hit, timeouts, and the
-//! paging helpers (Link `rel="next"`, next-page tokens, `@odata.nextLink`).
+//! HTTP for connectors: one client that retries by the one policy of
+//! [`crate::retry`] (`Retry-After` in seconds or as an HTTP date, vendor
+//! rate-limit headers honoured per endpoint family before the limit is hit,
+//! exponential backoff with jitter and a cap, timeouts), records its waits,
+//! bounds the requests in flight, and the paging helpers (Link `rel="next"`,
+//! next-page tokens, `@odata.nextLink`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,9 +14,8 @@ use http::header::{HeaderMap, LINK, RETRY_AFTER};
 pub use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tracing::{debug, warn};
-
 use tokio::sync::Semaphore;
+use tracing::{debug, warn};
 
 use crate::clock::Clock;
 use crate::error::ConnectorError;
@@ -523,7 +524,10 @@ impl ApiClient {
             _ => None,
         };
         let Some(blocked) = blocked.filter(|b| !b.is_zero()) else { return };
-        let until = now + chrono::Duration::from_std(blocked).unwrap_or(chrono::Duration::MAX);
+        // A wait too long for the calendar is refused by the policy anyway; it blocks nothing here.
+        let Some(until) = chrono::Duration::from_std(blocked).ok().and_then(|d| now.checked_add_signed(d)) else {
+            return;
+        };
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         let entry = windows.entry(family.to_owned()).or_insert(until);
         *entry = (*entry).max(until);

@@ -374,7 +374,7 @@ impl WaitLog {
         {
             let mut s = self.lock();
             if rate {
-                s.waits.rate_limit_waits += 1;
+                s.waits.rate_limit_waits = s.waits.rate_limit_waits.saturating_add(1);
                 if s.rate_waiting == 0 {
                     s.rate_since = Some(clock.now());
                 }
@@ -382,12 +382,19 @@ impl WaitLog {
             } else {
                 if let WaitCause::Retry { trouble, .. } = note.cause {
                     match trouble {
-                        Trouble::Timeout => s.waits.retries_after_timeouts += 1,
-                        Trouble::Connection => s.waits.retries_after_connection_errors += 1,
-                        Trouble::ServerError { .. } | Trouble::Throttled { .. } => s.waits.retries_after_5xx += 1,
+                        Trouble::Timeout => {
+                            s.waits.retries_after_timeouts = s.waits.retries_after_timeouts.saturating_add(1)
+                        }
+                        Trouble::Connection => {
+                            s.waits.retries_after_connection_errors =
+                                s.waits.retries_after_connection_errors.saturating_add(1)
+                        }
+                        Trouble::ServerError { .. } | Trouble::Throttled { .. } => {
+                            s.waits.retries_after_5xx = s.waits.retries_after_5xx.saturating_add(1)
+                        }
                     }
                 }
-                s.waits.backoff_time += note.wait;
+                s.waits.backoff_time = s.waits.backoff_time.saturating_add(note.wait);
             }
             if s.notes.len() >= MAX_NOTES {
                 s.notes.pop_front();
@@ -404,7 +411,8 @@ impl WaitLog {
         if s.rate_waiting == 0
             && let Some(since) = s.rate_since.take()
         {
-            s.waits.rate_limit_time += now.signed_duration_since(since).to_std().unwrap_or_default();
+            let waited = now.signed_duration_since(since).to_std().unwrap_or_default();
+            s.waits.rate_limit_time = s.waits.rate_limit_time.saturating_add(waited);
         }
     }
 }

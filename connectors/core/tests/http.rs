@@ -338,3 +338,20 @@ async fn requests_in_flight_stay_within_the_bound() {
     }
     assert_eq!(most.load(Ordering::SeqCst), 3);
 }
+
+/// A `Retry-After` too long for the calendar fails the request as too long a
+/// wait; nothing overflows.
+#[tokio::test]
+async fn an_absurd_retry_after_is_refused_without_overflow() {
+    let base =
+        serve(Router::new().route(
+            "/x",
+            get(|| async { (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "18446744073709551615")], "") }),
+        ))
+        .await;
+    let clock = clock();
+    let api = ApiClient::new(&HttpSettings::default(), clock.clone()).unwrap();
+    let result = api.send(&ApiRequest::get(base.join("x").unwrap())).await;
+    assert!(matches!(result, Err(ConnectorError::RateLimited { wait: Some(_) })), "{result:?}");
+    assert!(clock.sleeps().is_empty());
+}

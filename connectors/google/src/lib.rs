@@ -343,8 +343,6 @@ impl GoogleConnector {
                 let token = self.access_token().await?;
                 self.api.send_with(&request.authorization("Bearer", &token), &verdict).await?
             }
-            // A 403 is only retried for a rate-limit reason: still throttled after the retries.
-            Err(ConnectorError::Http { status: 403, .. }) => return Err(ConnectorError::RateLimited { wait: None }),
             other => other?,
         };
         response.json()
