@@ -22,7 +22,7 @@
 //! failing as the vendor's 429, 500, 503 and hangs ending in 504, for tests
 //! of pulls under failures.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use crate::clock::ManualClock;
@@ -477,6 +477,68 @@ pub async fn run_conformance(
     world.compare(&sink).map_err(|d| fail(step, d))?;
     report.passed.push(step);
     Ok(report)
+}
+
+/// What every fake's gate keeps besides its vendor's own answers: answers
+/// queued by status, the flakiness, a latency, and the requests in flight.
+#[derive(Debug, Default)]
+pub struct FakeLoad {
+    statuses: VecDeque<(u16, Option<u64>)>,
+    flaky: Option<Flakiness>,
+    latency: Duration,
+    in_flight: usize,
+    max_in_flight: usize,
+}
+
+impl FakeLoad {
+    /// The next request answers `status` (with `Retry-After` when given).
+    pub fn fail_next_status(&mut self, status: u16, retry_after: Option<u64>) {
+        self.statuses.push_back((status, retry_after));
+    }
+
+    /// The status the next request answers, if one was queued.
+    pub fn next_status(&mut self) -> Option<(u16, Option<u64>)> {
+        self.statuses.pop_front()
+    }
+
+    /// See [`FakeDirectory::set_flakiness`]; 0 turns it off.
+    pub fn set_flakiness(&mut self, share: f64, seed: u64) {
+        self.flaky = (share > 0.0).then(|| Flakiness::new(share, seed));
+    }
+
+    /// What the next data request answers instead, if anything.
+    pub fn next_flaky(&mut self) -> Option<FlakyAnswer> {
+        self.flaky.as_mut().and_then(Flakiness::next_answer)
+    }
+
+    pub fn flaky_tally(&self) -> FlakyTally {
+        self.flaky.as_ref().map(Flakiness::tally).unwrap_or_default()
+    }
+
+    /// Every data request takes this long to answer, so requests overlap.
+    pub fn set_latency(&mut self, latency: Duration) {
+        self.latency = latency;
+    }
+
+    pub fn latency(&self) -> Duration {
+        self.latency
+    }
+
+    /// A request arrives.
+    pub fn arrive(&mut self) {
+        self.in_flight += 1;
+        self.max_in_flight = self.max_in_flight.max(self.in_flight);
+    }
+
+    /// A request was answered.
+    pub fn leave(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+    }
+
+    /// The most requests that were in flight at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight
+    }
 }
 
 #[cfg(test)]

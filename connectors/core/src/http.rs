@@ -324,7 +324,7 @@ pub fn endpoint_family(path: &str) -> String {
 
 /// A 429, or a 503 with `Retry-After`, is the vendor throttling; other
 /// retried statuses are errors.
-fn trouble_of(status: u16, signal: &RateSignal) -> Trouble {
+pub fn trouble_of(status: u16, signal: &RateSignal) -> Trouble {
     match status {
         429 => Trouble::Throttled { status },
         503 if signal.retry_after.is_some() => Trouble::Throttled { status },
@@ -479,11 +479,8 @@ impl ApiClient {
                     return Err(ConnectorError::RateLimited { wait: Some(wait) });
                 }
                 RetryDecision::Retry { wait, reason } => {
-                    let cause = match trouble {
-                        Trouble::Throttled { status } => WaitCause::Throttled { status, reason },
-                        trouble => WaitCause::Retry { trouble, reason },
-                    };
                     warn!(request = ?request, attempt, wait_ms = wait.as_millis() as u64, why = ?reason, error = %failure, "retrying");
+                    let cause = WaitCause::after(trouble, reason);
                     self.pause(WaitNote { vendor: self.vendor, wait, cause, attempt }).await;
                 }
             }

@@ -21,6 +21,7 @@ pub mod contract;
 pub mod error;
 pub mod http;
 pub mod model;
+pub mod read_queue;
 pub mod retry;
 pub mod secret;
 pub mod sink;
@@ -35,6 +36,7 @@ pub use contract::{
 pub use error::ConnectorError;
 pub use http::{ApiClient, ApiRequest, ApiResponse, HttpSettings, RateLimitHeaders, Verdict};
 pub use model::{Assignment, Cursor, Group, Membership, MembershipChange, Page, Removal, RemovalReason, User};
+pub use read_queue::ReadQueue;
 pub use retry::{RateSignal, RetryDecision, RetryPolicy, Trouble, WaitCause, WaitLog, WaitNote, WaitReason, Waits};
 pub use secret::{Secret, SecretRef};
 pub use sink::{DirectorySink, MemorySink, PullEnd, PullKind, SinkError};

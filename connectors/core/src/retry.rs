@@ -276,6 +276,14 @@ pub enum WaitCause {
 }
 
 impl WaitCause {
+    /// The cause of a retry after `trouble`, waiting as `reason` says.
+    pub fn after(trouble: Trouble, reason: WaitReason) -> Self {
+        match trouble {
+            Trouble::Throttled { status } => Self::Throttled { status, reason },
+            trouble => Self::Retry { trouble, reason },
+        }
+    }
+
     /// A wait for the vendor's rate limit (the rest are retries after errors).
     pub fn is_rate_limit(&self) -> bool {
         match self {

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
-use muster_connector::http::{Url, parse_retry_after};
+use muster_connector::http::{Url, parse_retry_after, trouble_of};
 use muster_connector::{ApiRequest, ConnectorError, RateSignal, RetryDecision, Trouble, WaitCause, WaitNote};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -134,8 +134,9 @@ impl EntraConnector {
                     200..=299 => answers[i] = Some(Ok(answer.body)),
                     429 | 500 | 502 | 503 | 504 => {
                         let after = answer.retry_after(now);
-                        // As for a whole request: a 429, or a 503 with Retry-After, is throttling.
-                        if answer.status == 429 || (answer.status == 503 && after.is_some()) {
+                        let signal = RateSignal { retry_after: after, ..RateSignal::default() };
+                        // Classified as a whole request is: a 429, or a 503 with Retry-After, is throttling.
+                        if trouble_of(answer.status, &signal).is_throttled() {
                             asked = asked.max(after);
                             throttled_status = throttled_status.or(Some(answer.status));
                         }
@@ -182,10 +183,7 @@ impl EntraConnector {
                         wait_ms = wait.as_millis() as u64,
                         "batch requests throttled or failing; retrying them"
                     );
-                    let cause = match trouble {
-                        Trouble::Throttled { status } => WaitCause::Throttled { status, reason },
-                        trouble => WaitCause::Retry { trouble, reason },
-                    };
+                    let cause = WaitCause::after(trouble, reason);
                     self.api.pause(WaitNote { vendor: self.api.vendor(), wait, cause, attempt }).await;
                 }
             }

@@ -34,20 +34,19 @@ mod app_scope;
 mod batch;
 mod config;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine;
 use futures::future::BoxFuture;
-use futures::stream::{FuturesUnordered, StreamExt};
 use muster_connector::auth::random_jti;
 use muster_connector::http::{ApiResponse, Url, Verdict, odata_delta_link, odata_next_link};
 use muster_connector::{
     ApiClient, ApiRequest, Assignment, BaseUrl, Capabilities, CheckReport, Clock, ConnectorError, CredentialKey,
-    Cursor, Group, Membership, MembershipChange, Page, PageWriter, PullConnector, PullMode, Removal, RemovalReason,
-    Secret, TokenCache, TokenPool, User, WaitLog, fetch_oauth_token, sign_rs256,
+    Cursor, Group, Membership, MembershipChange, Page, PageWriter, PullConnector, PullMode, ReadQueue, Removal,
+    RemovalReason, Secret, TokenCache, TokenPool, User, WaitLog, fetch_oauth_token, sign_rs256,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -334,16 +333,11 @@ impl EntraConnector {
         groups: Url,
         out: &mut PageWriter<'_>,
     ) -> Result<(String, String), ConnectorError> {
-        let mut waiting = VecDeque::from([(Round::Users, users), (Round::Groups, groups)]);
-        let mut reading = FuturesUnordered::new();
+        let mut reads = ReadQueue::new(self.concurrency);
+        reads.push(self.delta_page(Round::Users, users));
+        reads.push(self.delta_page(Round::Groups, groups));
         let (mut users_link, mut groups_link) = (None, None);
-        loop {
-            while reading.len() < self.concurrency.min(2)
-                && let Some((round, url)) = waiting.pop_front()
-            {
-                reading.push(self.delta_page(round, url));
-            }
-            let Some(read) = reading.next().await else { break };
+        while let Some(read) = reads.next().await {
             let (round, body) = read?;
             let items = body.get("value").and_then(Value::as_array).cloned().unwrap_or_default();
             let page = match round {
@@ -352,7 +346,7 @@ impl EntraConnector {
             };
             out.write(page).await?;
             if let Some(next) = odata_next_link(&body) {
-                reading.push(self.delta_page(round, self.same_origin(next)?));
+                reads.push(self.delta_page(round, self.same_origin(next)?));
             } else if let Some(delta) = odata_delta_link(&body) {
                 self.same_origin(delta)?;
                 match round {

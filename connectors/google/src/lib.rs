@@ -33,12 +33,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
-use futures::stream::{FuturesUnordered, StreamExt};
 use muster_connector::http::{ApiResponse, Url, Verdict};
 use muster_connector::{
     AccessToken, ApiClient, ApiRequest, Assignment, BaseUrl, Capabilities, CheckReport, Clock, ConnectorError,
-    CredentialKey, Cursor, Group, Membership, MembershipChange, Page, PageWriter, PullConnector, PullMode, Secret,
-    TokenCache, TokenPool, User, WaitLog, sign_rs256,
+    CredentialKey, Cursor, Group, Membership, MembershipChange, Page, PageWriter, PullConnector, PullMode, ReadQueue,
+    Secret, TokenCache, TokenPool, User, WaitLog, sign_rs256,
 };
 use serde_json::Value;
 use tracing::debug;
@@ -473,18 +472,15 @@ impl GoogleConnector {
         scope: &HashSet<String>,
         out: &mut PageWriter<'_>,
     ) -> Result<(), ConnectorError> {
-        let mut waiting = groups.into_iter();
-        let mut reading = FuturesUnordered::new();
-        loop {
-            while reading.len() < self.concurrency
-                && let Some(group) = waiting.next()
-            {
-                reading.push(self.expansion_of(group));
-            }
-            let Some(read) = reading.next().await else { return Ok(()) };
+        let mut reads = ReadQueue::new(self.concurrency);
+        for group in groups {
+            reads.push(self.expansion_of(group));
+        }
+        while let Some(read) = reads.next().await {
             let (group, expansion) = read?;
             self.write_memberships(&group, &expansion, scope, out).await?;
         }
+        Ok(())
     }
 
     /// Writes `group`'s memberships: its expanded users that are in `scope`

@@ -26,13 +26,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
-use futures::stream::{FuturesUnordered, StreamExt};
 use muster_connector::auth::random_jti;
 use muster_connector::http::{ApiResponse, Url, Verdict};
 use muster_connector::{
     ApiClient, ApiRequest, Assignment, BaseUrl, Capabilities, CheckReport, Clock, ConnectorError, CredentialKey,
-    Cursor, Group, Membership, MembershipChange, Page, PageWriter, PullConnector, PullMode, RateLimitHeaders, Removal,
-    RemovalReason, Secret, TokenCache, TokenPool, User, WaitLog, fetch_oauth_token, sign_rs256,
+    Cursor, Group, Membership, MembershipChange, Page, PageWriter, PullConnector, PullMode, RateLimitHeaders,
+    ReadQueue, Removal, RemovalReason, Secret, TokenCache, TokenPool, User, WaitLog, fetch_oauth_token, sign_rs256,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -347,25 +346,19 @@ impl OktaConnector {
     /// `next`); pages are written one at a time as they arrive, so no more
     /// than `concurrency` pages are held.
     async fn list_members_of(&self, groups: Vec<String>, out: &mut PageWriter<'_>) -> Result<(), ConnectorError> {
-        let mut waiting = VecDeque::with_capacity(groups.len());
+        let mut reads = ReadQueue::new(self.concurrency);
         for id in groups {
             let url = self.limited(&format!("/api/v1/groups/{id}/users"), &[])?;
-            waiting.push_back((id, url));
+            reads.push(self.member_page(id, url));
         }
-        let mut reading = FuturesUnordered::new();
-        loop {
-            while reading.len() < self.concurrency
-                && let Some((id, url)) = waiting.pop_front()
-            {
-                reading.push(self.member_page(id, url));
-            }
-            let Some(read) = reading.next().await else { return Ok(()) };
+        while let Some(read) = reads.next().await {
             let (id, page, next) = read?;
             if let Some(next) = next {
-                reading.push(self.member_page(id, next));
+                reads.push(self.member_page(id, next));
             }
             out.write(page).await?;
         }
+        Ok(())
     }
 
     /// Lists groups page by page, then the members of each group of that page.

@@ -74,7 +74,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use muster_connector::conformance::{FLAKY_HANG, Failure, FakeDirectory, FakeUser, Flakiness, FlakyAnswer, FlakyTally};
+use muster_connector::conformance::{FLAKY_HANG, Failure, FakeDirectory, FakeLoad, FakeUser, FlakyAnswer, FlakyTally};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -125,8 +125,6 @@ struct St {
     batch_items: Vec<String>,
     /// Failures answered by the next sub-requests of batches (not by whole HTTP requests).
     item_failures: VecDeque<Failure>,
-    in_flight: usize,
-    max_in_flight: usize,
     /// Delta rounds after the first carry changed users with only some
     /// properties (what `Prefer: return=minimal` answers).
     minimal_delta: bool,
@@ -148,11 +146,8 @@ struct St {
     auto_assign_groups: bool,
     /// The app registration lacks `Application.Read.All`: servicePrincipals answer 403.
     deny_applications: bool,
-    /// Answers for the next requests: (status, Retry-After seconds).
-    statuses: VecDeque<(u16, Option<u64>)>,
-    flaky: Option<Flakiness>,
-    /// How long each data request takes to answer (a real sleep).
-    latency: std::time::Duration,
+    /// Requests in flight, failures by status, flakiness, latency.
+    load: FakeLoad,
 }
 
 #[derive(Clone)]
@@ -191,8 +186,6 @@ impl EntraFake {
             token_requests: 0,
             batch_items: Vec::new(),
             item_failures: VecDeque::new(),
-            in_flight: 0,
-            max_in_flight: 0,
             minimal_delta: false,
             version: 0,
             next_id: 0,
@@ -209,9 +202,7 @@ impl EntraFake {
             auto_assign_users: false,
             auto_assign_groups: false,
             deny_applications: false,
-            statuses: VecDeque::new(),
-            flaky: None,
-            latency: std::time::Duration::ZERO,
+            load: FakeLoad::default(),
         }));
         let api = Router::new()
             .route("/v1.0/users/delta", get(users_delta))
@@ -247,7 +238,7 @@ impl EntraFake {
 
     /// The most HTTP requests that were in flight at once.
     pub fn max_in_flight(&self) -> usize {
-        self.st.lock().unwrap().max_in_flight
+        self.st.lock().unwrap().load.max_in_flight()
     }
 
     /// The next sub-requests of batches answer these failures, one each (the
@@ -293,12 +284,12 @@ impl EntraFake {
     /// The next request answers `status` (Graph's error body), with
     /// `Retry-After` when given.
     pub fn fail_next_status(&self, status: u16, retry_after: Option<u64>) {
-        self.st.lock().unwrap().statuses.push_back((status, retry_after));
+        self.st.lock().unwrap().load.fail_next_status(status, retry_after);
     }
 
     /// Every data request takes this long to answer, so requests overlap.
     pub fn set_latency(&self, latency: std::time::Duration) {
-        self.st.lock().unwrap().latency = latency;
+        self.st.lock().unwrap().load.set_latency(latency);
     }
 
     /// Assigns every user and/or group created from now on to the app (for
@@ -381,10 +372,10 @@ impl St {
             }
             self.fail_after = Some((left - 1, f));
         }
-        if let Some((status, retry_after)) = self.statuses.pop_front() {
+        if let Some((status, retry_after)) = self.load.next_status() {
             return Admit::Answer(status_error(status, retry_after));
         }
-        if !token_endpoint && let Some(answer) = self.flaky.as_mut().and_then(Flakiness::next_answer) {
+        if !token_endpoint && let Some(answer) = self.load.next_flaky() {
             return match answer {
                 FlakyAnswer::RateLimited => Admit::Answer(too_many_requests(1)),
                 FlakyAnswer::ServerError => Admit::Answer(status_error(500, None)),
@@ -409,9 +400,8 @@ async fn gate(State(st): State<Shared>, request: Request, next: Next) -> Respons
         if token_endpoint {
             s.token_requests += 1;
         }
-        s.in_flight += 1;
-        s.max_in_flight = s.max_in_flight.max(s.in_flight);
-        (s.admit(&request, token_endpoint), s.latency)
+        s.load.arrive();
+        (s.admit(&request, token_endpoint), s.load.latency())
     };
     let mut response = match admit {
         Admit::Answer(r) => r,
@@ -426,7 +416,7 @@ async fn gate(State(st): State<Shared>, request: Request, next: Next) -> Respons
             next.run(request).await
         }
     };
-    st.lock().unwrap().in_flight -= 1;
+    st.lock().unwrap().load.leave();
     if !token_endpoint {
         // What the request cost against the identity limits; every GET of the fake costs 1.
         response.headers_mut().insert("x-ms-resource-unit", HeaderValue::from_static("1"));
@@ -1123,10 +1113,10 @@ impl FakeDirectory for EntraFake {
     }
 
     fn set_flakiness(&self, share: f64, seed: u64) {
-        self.st.lock().unwrap().flaky = (share > 0.0).then(|| Flakiness::new(share, seed));
+        self.st.lock().unwrap().load.set_flakiness(share, seed);
     }
 
     fn flaky_tally(&self) -> FlakyTally {
-        self.st.lock().unwrap().flaky.as_ref().map(Flakiness::tally).unwrap_or_default()
+        self.st.lock().unwrap().load.flaky_tally()
     }
 }

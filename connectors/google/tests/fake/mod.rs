@@ -50,7 +50,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use muster_connector::conformance::{FLAKY_HANG, Failure, FakeDirectory, FakeUser, Flakiness, FlakyAnswer, FlakyTally};
+use muster_connector::conformance::{FLAKY_HANG, Failure, FakeDirectory, FakeLoad, FakeUser, FlakyAnswer, FlakyTally};
 use serde_json::{Value, json};
 
 pub const CLIENT_EMAIL: &str = "muster-sync@muster-test.iam.gserviceaccount.com";
@@ -99,13 +99,8 @@ struct St {
     /// the switch would otherwise see users but no groups).
     hidden_next: Option<bool>,
     requests: Vec<String>,
-    /// Answers for the next requests: (status, Retry-After seconds).
-    statuses: VecDeque<(u16, Option<u64>)>,
-    flaky: Option<Flakiness>,
-    /// How long each data request takes to answer (a real sleep).
-    latency: std::time::Duration,
-    in_flight: usize,
-    max_in_flight: usize,
+    /// Requests in flight, failures by status, flakiness, latency.
+    load: FakeLoad,
 }
 
 #[derive(Clone)]
@@ -146,11 +141,7 @@ impl GoogleFake {
             hidden: false,
             hidden_next: None,
             requests: Vec::new(),
-            statuses: VecDeque::new(),
-            flaky: None,
-            latency: std::time::Duration::ZERO,
-            in_flight: 0,
-            max_in_flight: 0,
+            load: FakeLoad::default(),
         }));
         let router = Router::new()
             .route("/token", post(token))
@@ -198,17 +189,17 @@ impl GoogleFake {
     /// The next request answers `status` (Google's error body: `backendError`
     /// for a 5xx), with `Retry-After` when given.
     pub fn fail_next_status(&self, status: u16, retry_after: Option<u64>) {
-        self.st.lock().unwrap().statuses.push_back((status, retry_after));
+        self.st.lock().unwrap().load.fail_next_status(status, retry_after);
     }
 
     /// Every data request takes this long to answer, so requests overlap.
     pub fn set_latency(&self, latency: std::time::Duration) {
-        self.st.lock().unwrap().latency = latency;
+        self.st.lock().unwrap().load.set_latency(latency);
     }
 
     /// The most requests that were in flight at once.
     pub fn max_in_flight(&self) -> usize {
-        self.st.lock().unwrap().max_in_flight
+        self.st.lock().unwrap().load.max_in_flight()
     }
 
     /// The scopes the domain-wide delegation grants the client id.
@@ -340,10 +331,10 @@ impl St {
             }
             self.fail_after = Some((left - 1, f));
         }
-        if let Some((status, retry_after)) = self.statuses.pop_front() {
+        if let Some((status, retry_after)) = self.load.next_status() {
             return Admit::Answer(status_error(status, retry_after));
         }
-        if !token_endpoint && let Some(answer) = self.flaky.as_mut().and_then(Flakiness::next_answer) {
+        if !token_endpoint && let Some(answer) = self.load.next_flaky() {
             return match answer {
                 // The two documented throttling answers in turn, neither with Retry-After.
                 FlakyAnswer::RateLimited => {
@@ -387,9 +378,8 @@ async fn gate(State(st): State<Shared>, request: Request, next: Next) -> Respons
     let (admit, latency) = {
         let mut s = st.lock().unwrap();
         s.requests.push(format!("{} {}", request.method(), request.uri()));
-        s.in_flight += 1;
-        s.max_in_flight = s.max_in_flight.max(s.in_flight);
-        (s.admit(&request, token_endpoint), s.latency)
+        s.load.arrive();
+        (s.admit(&request, token_endpoint), s.load.latency())
     };
     let response = match admit {
         Admit::Answer(r) => r,
@@ -404,7 +394,7 @@ async fn gate(State(st): State<Shared>, request: Request, next: Next) -> Respons
             next.run(request).await
         }
     };
-    st.lock().unwrap().in_flight -= 1;
+    st.lock().unwrap().load.leave();
     response
 }
 
@@ -739,10 +729,10 @@ impl FakeDirectory for GoogleFake {
     }
 
     fn set_flakiness(&self, share: f64, seed: u64) {
-        self.st.lock().unwrap().flaky = (share > 0.0).then(|| Flakiness::new(share, seed));
+        self.st.lock().unwrap().load.set_flakiness(share, seed);
     }
 
     fn flaky_tally(&self) -> FlakyTally {
-        self.st.lock().unwrap().flaky.as_ref().map(Flakiness::tally).unwrap_or_default()
+        self.st.lock().unwrap().load.flaky_tally()
     }
 }

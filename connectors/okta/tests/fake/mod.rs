@@ -38,7 +38,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
-use muster_connector::conformance::{FLAKY_HANG, Failure, FakeDirectory, FakeUser, Flakiness, FlakyAnswer, FlakyTally};
+use muster_connector::conformance::{FLAKY_HANG, Failure, FakeDirectory, FakeLoad, FakeUser, FlakyAnswer, FlakyTally};
 use muster_connector::{Clock, ManualClock, SystemClock};
 use serde_json::{Value, json};
 
@@ -80,13 +80,8 @@ struct St {
     /// Rate-limit headers to send: remaining, and reset seconds from now.
     remaining: i64,
     reset_secs: i64,
-    /// Answers for the next requests: (status, Retry-After seconds).
-    statuses: VecDeque<(u16, Option<u64>)>,
-    flaky: Option<Flakiness>,
-    /// How long each data request takes to answer (a real sleep).
-    latency: std::time::Duration,
-    in_flight: usize,
-    max_in_flight: usize,
+    /// Requests in flight, failures by status, flakiness, latency.
+    load: FakeLoad,
     pub requests: Vec<String>,
 }
 
@@ -138,11 +133,7 @@ impl OktaFake {
             hidden: false,
             remaining: 599,
             reset_secs: 45,
-            statuses: VecDeque::new(),
-            flaky: None,
-            latency: std::time::Duration::ZERO,
-            in_flight: 0,
-            max_in_flight: 0,
+            load: FakeLoad::default(),
             requests: Vec::new(),
         }));
         let shared: Shared = (st.clone(), clock.clone());
@@ -188,17 +179,17 @@ impl OktaFake {
     /// The next request answers `status` (Okta's error body), with
     /// `Retry-After` when given, and the usual rate-limit headers.
     pub fn fail_next_status(&self, status: u16, retry_after: Option<u64>) {
-        self.st.lock().unwrap().statuses.push_back((status, retry_after));
+        self.st.lock().unwrap().load.fail_next_status(status, retry_after);
     }
 
     /// Every data request takes this long to answer, so requests overlap.
     pub fn set_latency(&self, latency: std::time::Duration) {
-        self.st.lock().unwrap().latency = latency;
+        self.st.lock().unwrap().load.set_latency(latency);
     }
 
     /// The most requests that were in flight at once.
     pub fn max_in_flight(&self) -> usize {
-        self.st.lock().unwrap().max_in_flight
+        self.st.lock().unwrap().load.max_in_flight()
     }
 
     /// Takes a user out of the app without deleting it.
@@ -383,7 +374,7 @@ impl St {
             }
             self.fail_after = Some((left - 1, failure));
         }
-        if let Some((status, retry_after)) = self.statuses.pop_front() {
+        if let Some((status, retry_after)) = self.load.next_status() {
             let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut r = Self::error(code, "E0000009", code.canonical_reason().unwrap_or("Error"));
             if let Some(secs) = retry_after {
@@ -396,7 +387,7 @@ impl St {
             return Admit::Answer(r);
         }
         let token_endpoint = path == "/oauth2/v1/token";
-        if !token_endpoint && let Some(answer) = self.flaky.as_mut().and_then(Flakiness::next_answer) {
+        if !token_endpoint && let Some(answer) = self.load.next_flaky() {
             return match answer {
                 FlakyAnswer::RateLimited => {
                     // A spent window resetting far ahead, and Retry-After naming the wait.
@@ -433,9 +424,8 @@ async fn gate(State((st, clock)): State<Shared>, request: Request, next: Next) -
     let (admit, latency) = {
         let mut s = st.lock().unwrap();
         s.requests.push(format!("{} {}", request.method(), request.uri()));
-        s.in_flight += 1;
-        s.max_in_flight = s.max_in_flight.max(s.in_flight);
-        (s.admit(&request, &path, now), s.latency)
+        s.load.arrive();
+        (s.admit(&request, &path, now), s.load.latency())
     };
     let mut response = match admit {
         Admit::Answer(r) => r,
@@ -451,7 +441,7 @@ async fn gate(State((st, clock)): State<Shared>, request: Request, next: Next) -
         }
     };
     let mut s = st.lock().unwrap();
-    s.in_flight -= 1;
+    s.load.leave();
     let remaining = s.remaining.to_string();
     let reset = (now.timestamp() + s.reset_secs).to_string();
     let h = response.headers_mut();
@@ -825,10 +815,10 @@ impl FakeDirectory for OktaFake {
     }
 
     fn set_flakiness(&self, share: f64, seed: u64) {
-        self.st.lock().unwrap().flaky = (share > 0.0).then(|| Flakiness::new(share, seed));
+        self.st.lock().unwrap().load.set_flakiness(share, seed);
     }
 
     fn flaky_tally(&self) -> FlakyTally {
-        self.st.lock().unwrap().flaky.as_ref().map(Flakiness::tally).unwrap_or_default()
+        self.st.lock().unwrap().load.flaky_tally()
     }
 }
