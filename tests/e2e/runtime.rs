@@ -14,6 +14,8 @@ on_both_databases! {
     metrics_count_calls_by_code => metrics_count_calls_by_code;
     restart_keeps_data => restart_keeps_data;
     a_refused_upstream_token_is_named_and_health_follows_it => refused_upstream_token;
+    a_schema_newer_than_the_binary_is_refused_unless_allowed => newer_schema;
+    the_scim_port_has_a_health_path_and_counts_requests_by_route => scim_port_health_and_metrics;
 }
 
 async fn callers_need_a_valid_token(kind: DbKind) {
@@ -211,5 +213,69 @@ async fn refused_upstream_token(kind: DbKind) {
             && serving_status(&directory_url, muster_directory_sync::GRPC_NAME).await == serving
     })
     .await;
+    cluster.stop().await;
+}
+
+/// A release older than the database's schema does not start on it by accident.
+async fn newer_schema(kind: DbKind) {
+    use diesel::RunQueryDsl;
+    let mut cluster = TestCluster::start(kind).await;
+    let mut config = cluster.policy_config();
+    cluster.stop_policy().await;
+    let db = muster_runtime::Db::open(&config.database).await.unwrap();
+    db.run(|conn| {
+        diesel::sql_query("INSERT INTO __diesel_schema_migrations (version) VALUES ('99991231000000')")
+            .execute(conn)
+            .map_err(muster_runtime::DbError::Query)
+    })
+    .await
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refused = muster_policy::run(config.clone(), listener, async {}, muster_runtime::metrics::RpcMetrics::new())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("newer than this binary") && refused.contains("99991231000000"), "{refused}");
+    assert!(refused.contains("allow_newer_schema"), "{refused}");
+
+    // Told to, it runs (a deliberate rollback).
+    config.database.allow_newer_schema = true;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(muster_policy::run(
+        config,
+        listener,
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        },
+        muster_runtime::metrics::RpcMetrics::new(),
+    ));
+    muster_tests::wait_serving(&url, muster_policy::GRPC_NAME).await;
+    let _ = stop.send(true);
+    task.await.unwrap().unwrap();
+    cluster.stop().await;
+}
+
+/// A load balancer's probe needs no token; every SCIM request is counted by method,
+/// route template and status, never by raw path.
+async fn scim_port_health_and_metrics(kind: DbKind) {
+    let cluster = TestCluster::start(kind).await;
+    let scim = cluster.scim_url("d-probe");
+    let base = scim.split("/scim/v2/").next().unwrap().to_string();
+    let http = reqwest::Client::new();
+    let health = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let r = http.get(format!("{scim}/Users/secret-looking-id-42")).bearer_auth("nope").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let text = cluster.metrics.encode();
+    assert!(
+        text.contains(
+            r#"muster_directory_scim_request_duration_seconds_count{method="GET",route="/scim/v2/{directory}/Users/{id}",status="401"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains(r#"route="/healthz",status="200"} 1"#), "{text}");
+    assert!(!text.contains("secret-looking-id-42") && !text.contains("d-probe"), "raw paths never become labels");
     cluster.stop().await;
 }

@@ -245,3 +245,155 @@ async fn stop_mid_pull(kind: DbKind) {
     assert!(status.last_error.is_empty(), "a stop is not the IdP's failure: {}", status.last_error);
     cluster.stop().await;
 }
+
+on_both_databases! {
+    a_replica_that_restarts_takes_over_what_its_last_process_left => restart_takes_over;
+}
+
+/// What a SIGKILLed replica leaves: a run marked running, and the pull lease, held
+/// for minutes more. The same replica starting again takes both over at once: the run
+/// says it was interrupted, and Sync now does not wait for the dead process's lease.
+async fn restart_takes_over(kind: DbKind) {
+    use diesel::prelude::*;
+    use muster_directory_sync::store::schema::{pull_state, run_owners, sync_runs};
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let okta = OktaFake::start(2, false, clock.clone()).await;
+    let secrets = tempfile::tempdir().unwrap();
+    let token = secrets.path().join("okta-token");
+    std::fs::write(&token, API_TOKEN).unwrap();
+    let everyone = okta.create_group("everyone");
+    let ann = okta.create_user(&person("ann"));
+    okta.add_member(&everyone, &ann);
+
+    let mut cluster = TestCluster::start(kind).await;
+    cluster.stop_directory().await;
+    cluster.connector_clock = Some(clock.clone());
+    cluster.replica_name = Some("r1".into());
+    cluster.start_directory().await;
+    let (parent, org) = cluster
+        .enterprise_org(ppb::SettingsInput {
+            mode: ppb::ProvisioningMode::Scim as i32,
+            advanced_group_mapping: true,
+            role_mappings: vec![ppb::RoleMapping { role: "User".into(), groups: vec![named("everyone")] }],
+            seat_tier_mappings: vec![],
+        })
+        .await;
+    let config = json!({"org_url": okta.base, "page_size": 2,
+                        "auth": {"type": "api_token", "token": {"file": token.to_string_lossy()}}});
+    let dir = cluster
+        .directory()
+        .create_directory(dpb::CreateDirectoryRequest {
+            parent_id: parent,
+            kind: dpb::DirectoryKind::Okta as i32,
+            display_name: "Okta".into(),
+            config_json: config.to_string(),
+            sync_interval_seconds: 300,
+            actor: admin(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .directory
+        .unwrap()
+        .id;
+    let membership = cluster.membership();
+    until("the first pull's members", || {
+        let mut m = membership.clone();
+        let org = org.clone();
+        async move { roles(&mut m, &org).await == want(&[("ann", "User")]) }
+    })
+    .await;
+    cluster.stop_directory().await;
+
+    // The leftovers of a process of replica r1 killed mid-pull.
+    let db_config = muster_runtime::config::DatabaseConfig {
+        url: muster_runtime::Secret::new(cluster.directory_db_url()),
+        max_connections: 1,
+        allow_newer_schema: false,
+    };
+    let db = muster_runtime::Db::open(&db_config).await.unwrap();
+    let (d, now) = (dir.clone(), chrono::Utc::now().naive_utc());
+    db.run(move |conn| {
+        diesel::insert_into(sync_runs::table)
+            .values((
+                sync_runs::id.eq("dead-run"),
+                sync_runs::directory_id.eq(&d),
+                sync_runs::run_trigger.eq("sync_now"),
+                sync_runs::state.eq("running"),
+                sync_runs::orgs_json.eq("[]"),
+                sync_runs::outcome.eq("pulling"),
+                sync_runs::error.eq(""),
+                sync_runs::processed.eq(0i64),
+                sync_runs::total.eq(0i64),
+                sync_runs::actor.eq("admin:cli"),
+                sync_runs::decided_by.eq(""),
+                sync_runs::started_at.eq(now),
+                sync_runs::heartbeat_at.eq(Some(now)),
+                sync_runs::phase.eq("listing"),
+            ))
+            .execute(conn)?;
+        diesel::insert_into(run_owners::table)
+            .values((run_owners::run_id.eq("dead-run"), run_owners::owner.eq("r1#deadbeef")))
+            .execute(conn)?;
+        diesel::update(pull_state::table.find(&d))
+            .set((
+                pull_state::lease_holder.eq(Some("r1#deadbeef/0")),
+                pull_state::lease_expires.eq(Some(now + chrono::Duration::minutes(30))),
+            ))
+            .execute(conn)
+            .map_err(muster_runtime::DbError::Query)
+    })
+    .await
+    .unwrap();
+
+    cluster.start_directory().await;
+    let mut directory = cluster.directory();
+    let dead = directory.get_sync_run(dpb::GetSyncRunRequest { run_id: "dead-run".into() }).await.unwrap().into_inner();
+    assert_eq!(dead.state, dpb::RunState::Failed as i32, "{dead:?}");
+    // (On SQLite every run left running is the last process's, and says so first.)
+    assert!(dead.outcome.starts_with("interrupted: "), "{}", dead.outcome);
+    if kind == DbKind::Postgres {
+        assert!(dead.outcome.starts_with("interrupted: its replica stopped and restarted"), "{}", dead.outcome);
+    }
+
+    // Sync now does not wait 30 minutes for the dead process's lease.
+    let mut stream = directory
+        .sync_now(dpb::SyncNowRequest { directory_id: dir.clone(), wait: true, actor: admin() })
+        .await
+        .unwrap()
+        .into_inner();
+    let finished = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut last = None;
+        while let Some(p) = stream.message().await.unwrap() {
+            last = p.run;
+            if p.done {
+                break;
+            }
+        }
+        last.unwrap()
+    })
+    .await
+    .expect("Sync now waited for the dead process's lease");
+    assert_eq!(finished.state, dpb::RunState::Succeeded as i32, "{finished:?}");
+
+    // Two live processes may not share a name (PostgreSQL proves it with a session lock).
+    if kind == DbKind::Postgres {
+        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let err = muster_directory_sync::run(
+            cluster.directory_config(),
+            muster_directory_sync::Listeners { grpc, http },
+            async {},
+            muster_runtime::metrics::RpcMetrics::new(),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("another directory-sync is running as replica \"r1\"") && err.contains("replica_name"),
+            "{err}"
+        );
+    }
+    cluster.stop().await;
+}

@@ -207,6 +207,9 @@ pub struct TestCluster {
     /// The clock directory-sync's pull connectors wait through (set it, then restart
     /// directory-sync): a manual clock makes throttling waits instant.
     pub connector_clock: Option<std::sync::Arc<dyn muster_connector::Clock>>,
+    /// Directory-sync's replica name (set it, then restart directory-sync); unset, each
+    /// start is a new replica with a name of its own.
+    pub replica_name: Option<String>,
 }
 
 impl TestCluster {
@@ -231,6 +234,7 @@ impl TestCluster {
             directory_db,
             directory_addrs: None,
             connector_clock: None,
+            replica_name: None,
         };
         cluster.start_policy().await;
         cluster.start_membership().await;
@@ -246,7 +250,11 @@ impl TestCluster {
     pub fn policy_config(&self) -> muster_policy::PolicyConfig {
         muster_policy::PolicyConfig {
             listen: test_listen(),
-            database: DatabaseConfig { url: muster_runtime::Secret::new(self.policy_db.url()), max_connections: 4 },
+            database: DatabaseConfig {
+                url: muster_runtime::Secret::new(self.policy_db.url()),
+                max_connections: 4,
+                allow_newer_schema: false,
+            },
             auth: self.auth(),
             ..Default::default()
         }
@@ -270,7 +278,11 @@ impl TestCluster {
         let policy_addr = self.policy_addr.expect("policy started first");
         muster_membership::MembershipConfig {
             listen: test_listen(),
-            database: DatabaseConfig { url: muster_runtime::Secret::new(self.membership_db.url()), max_connections: 4 },
+            database: DatabaseConfig {
+                url: muster_runtime::Secret::new(self.membership_db.url()),
+                max_connections: 4,
+                allow_newer_schema: false,
+            },
             auth: self.auth(),
             policy: UpstreamConfig {
                 url: format!("http://{policy_addr}"),
@@ -319,7 +331,11 @@ impl TestCluster {
         };
         muster_directory_sync::DirectorySyncConfig {
             listen: test_listen(),
-            database: DatabaseConfig { url: muster_runtime::Secret::new(self.directory_db.url()), max_connections: 4 },
+            database: DatabaseConfig {
+                url: muster_runtime::Secret::new(self.directory_db.url()),
+                max_connections: 4,
+                allow_newer_schema: false,
+            },
             auth: self.auth(),
             policy: upstream(self.policy_addr.expect("policy started first")),
             membership: upstream(self.membership_addr.expect("membership started first")),
@@ -328,6 +344,7 @@ impl TestCluster {
                 backoff_max_ms: 300,
                 idle_poll_ms: 200,
                 settings_poll_ms: 200,
+                replica_name: self.replica_name.clone().unwrap_or_else(|| format!("test-{}", generate_token())),
                 ..Default::default()
             },
             // Pull directories are pulled continuously, leases lapse in seconds.

@@ -14,6 +14,7 @@ pub mod engine;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod http_metrics;
 pub mod pull;
 pub mod scim_log;
 pub mod store;
@@ -78,6 +79,11 @@ pub struct SyncConfig {
     pub settings_poll_ms: u64,
     /// Directory events are kept this many days (at least 30).
     pub event_retention_days: u32,
+    /// This replica's name, stable across its restarts (empty: the host name, which
+    /// is the pod name on Kubernetes). A replica that starts under a name takes over
+    /// at once what the last process of that name left running; two live replicas
+    /// may not share a name (on PostgreSQL the second is refused at start).
+    pub replica_name: String,
 }
 
 impl Default for SyncConfig {
@@ -89,6 +95,7 @@ impl Default for SyncConfig {
             idle_poll_ms: 2000,
             settings_poll_ms: 10_000,
             event_retention_days: 30,
+            replica_name: String::new(),
         }
     }
 }
@@ -176,16 +183,19 @@ impl Default for DirectorySyncConfig {
             database: DatabaseConfig {
                 url: muster_runtime::Secret::new("sqlite://directory-sync.db"),
                 max_connections: 8,
+                allow_newer_schema: false,
             },
             auth: AuthConfig::default(),
             log: LogConfig::default(),
             policy: UpstreamConfig {
                 url: "http://127.0.0.1:50051".into(),
+                timeout_ms: 10_000,
                 check_interval_secs: 30,
                 ..Default::default()
             },
             membership: UpstreamConfig {
                 url: "http://127.0.0.1:50052".into(),
+                timeout_ms: 10_000,
                 check_interval_secs: 30,
                 ..Default::default()
             },
@@ -318,10 +328,27 @@ async fn run_inner(
         let _ = rx.wait_for(|s| *s).await;
     };
 
+    // Who this process is: a stable name (so a restart takes over what the last process
+    // of that name left), and a boot id (so its runs and leases are told apart from
+    // that process's). On PostgreSQL a session lock proves no live process has the name.
+    let name = replica_name(&config.sync.replica_name);
+    let replica = format!("{name}#{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    let _name_lock = db.try_session_lock(&format!("muster:directory-sync:replica:{name}")).await?.ok_or_else(|| {
+        StartError::Config(format!(
+            "another directory-sync is running as replica {name:?} on this database: give each replica its own \
+             sync.replica_name (default: the host name)"
+        ))
+    })?;
+    let taken_over = store.take_over_replica(&name, &replica).await?;
+    if taken_over > 0 {
+        tracing::warn!(replica = %name, runs = taken_over, "took over from the last process of this replica: its runs are marked interrupted, its leases freed");
+    }
+
     let engine_config = EngineConfig {
         batch_size: config.sync.batch_size,
         backoff_min: Duration::from_millis(config.sync.backoff_min_ms.max(1)),
         backoff_max: Duration::from_millis(config.sync.backoff_max_ms.max(config.sync.backoff_min_ms.max(1))),
+        replica: replica.clone(),
     };
     let engine = Arc::new(Engine::new(store.clone(), upstreams, engine_config, stop_rx.clone()));
     let http_addr = listeners.http.local_addr()?;
@@ -330,9 +357,8 @@ async fn run_inner(
     } else {
         config.http.scim_base_url.clone()
     };
-    // One name per process on pull leases: a restarted replica is a new holder, and
-    // takes its old leases back only once they lapse (or were released at shutdown).
-    let holder = format!("replica-{}", uuid::Uuid::now_v7());
+    // Pull leases are held as `name#boot/…`: a restart of this replica frees them above.
+    let holder = replica.clone();
     let puller = Arc::new(pull::Puller::new(
         engine.clone(),
         Arc::new(pull::VendorConnectors::new(clock)),
@@ -370,8 +396,11 @@ async fn run_inner(
         )
     });
     let (scim_log, log_writer) = scim_log::ScimLog::start(store.clone(), config.http.max_body_bytes, log_dropped);
-    let http_task =
-        tokio::spawn(http::serve(listeners.http, http::router(store, scim_config, scim_log), stopped(stop_rx.clone())));
+    let http_task = tokio::spawn(http::serve(
+        listeners.http,
+        http::router(store, scim_config, scim_log, http_metrics::HttpMetrics::register(&metrics)),
+        stopped(stop_rx.clone()),
+    ));
     tracing::info!(addr = %http_addr, "scim listening");
 
     let server = DirectoryServiceServer::new(DirectoryGrpc::new(app))
@@ -431,4 +460,20 @@ async fn run_inner(
     served?;
     http_result?;
     Ok(())
+}
+
+/// The replica name: configured, else the host name, else `directory-sync`.
+fn replica_name(configured: &str) -> String {
+    let name = if configured.trim().is_empty() {
+        std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "directory-sync".into())
+    } else {
+        configured.trim().to_string()
+    };
+    // `#` separates the name from the boot id in holders.
+    name.replace('#', "_")
 }

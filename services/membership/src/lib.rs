@@ -52,7 +52,11 @@ impl Default for MembershipConfig {
     fn default() -> Self {
         Self {
             listen: ListenConfig::on_ports(50052, 9462),
-            database: DatabaseConfig { url: muster_runtime::Secret::new("sqlite://membership.db"), max_connections: 8 },
+            database: DatabaseConfig {
+                url: muster_runtime::Secret::new("sqlite://membership.db"),
+                max_connections: 8,
+                allow_newer_schema: false,
+            },
             auth: AuthConfig::default(),
             log: LogConfig::default(),
             policy: UpstreamConfig {

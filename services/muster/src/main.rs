@@ -34,6 +34,13 @@ enum Command {
     Up(up::UpArgs),
     /// Run one service from a config file (for deployment).
     Serve(services::ServeArgs),
+    /// Run one service's database migrations and exit (an upgrade step, an init container).
+    Migrate(services::ServeArgs),
+    /// Check a service's config: print it as the service would run with it, secrets redacted.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// This binary's version.
+    Version,
     /// Make caller tokens and their hashes.
     #[command(subcommand)]
     Token(TokenCmd),
@@ -71,6 +78,12 @@ enum Command {
 }
 
 #[derive(Subcommand, Debug)]
+enum ConfigCmd {
+    /// Load SERVICE's config (the file, then MUSTER_<SERVICE>__… variables) and print the effective one.
+    Check(services::ServeArgs),
+}
+
+#[derive(Subcommand, Debug)]
 enum TokenCmd {
     /// A new random token and the hash to put in a service's `auth.token_sha256`.
     New,
@@ -87,6 +100,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up::up(args, &conn.data_dir).await,
         Command::Serve(args) => services::serve(args).await,
+        Command::Migrate(args) => services::migrate(args).await,
+        Command::Config(ConfigCmd::Check(args)) => {
+            let shown = services::config_check(args)?;
+            out.print(serde_json::json!({"config": shown}), || shown.trim_end().to_string());
+            Ok(())
+        }
+        Command::Version => {
+            let version = env!("CARGO_PKG_VERSION");
+            out.print(serde_json::json!({"version": version}), || format!("muster {version}"));
+            Ok(())
+        }
         Command::Token(TokenCmd::New) => {
             let token = muster_runtime::auth::generate_token();
             let hash = muster_runtime::auth::hash_token(&token);
@@ -119,7 +143,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 fn unused_flags(matches: &clap::ArgMatches) -> Option<(String, Vec<String>)> {
     let (name, sub) = matches.subcommand()?;
     let unused: &[&str] = match name {
-        "serve" => &["policy_url", "membership_url", "directory_url", "token", "data_dir", "timeout", "json"],
+        "serve" | "migrate" => {
+            &["policy_url", "membership_url", "directory_url", "token", "data_dir", "timeout", "json"]
+        }
         "up" => &["policy_url", "membership_url", "directory_url", "token", "timeout", "json"],
         _ => return None,
     };

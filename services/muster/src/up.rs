@@ -52,6 +52,7 @@ fn local_database(data_dir: &Path, file: &str) -> DatabaseConfig {
     DatabaseConfig {
         url: muster_runtime::Secret::new(format!("sqlite://{}", data_dir.join(file).display())),
         max_connections: 8,
+        allow_newer_schema: false,
     }
 }
 

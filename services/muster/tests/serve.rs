@@ -176,3 +176,34 @@ fn every_call_gets_one_access_line_that_the_level_can_turn_down() {
     let rest: Vec<String> = rx.try_iter().collect();
     assert!(!rest.iter().any(|l| l.contains("muster_access")), "{rest:#?}");
 }
+
+#[test]
+fn config_check_shows_the_effective_config_without_secrets_and_migrate_migrates() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("membership.db");
+    let config = dir.path().join("membership.toml");
+    std::fs::write(
+        &config,
+        format!("[database]\nurl = \"sqlite://{}\"\n[policy]\ntoken = \"mst_hunter2\"\n", db.display()),
+    )
+    .unwrap();
+    let out = muster()
+        .args(["config", "check", "membership", "--config"])
+        .arg(&config)
+        .env("MUSTER_MEMBERSHIP__LISTEN__SHUTDOWN_GRACE_SECS", "7")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(!shown.contains("mst_hunter2"), "{shown}");
+    assert!(shown.contains("shutdown_grace_secs = 7"), "the environment layer applies: {shown}");
+    let bad = muster().args(["config", "check", "membership", "--config", "/nonexistent.toml"]).output().unwrap();
+    assert!(!bad.status.success());
+
+    let out = muster().args(["migrate", "membership", "--config"]).arg(&config).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is migrated"));
+    assert!(db.exists());
+    let out = muster().arg("version").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("muster "));
+}

@@ -50,7 +50,11 @@ impl Default for PolicyConfig {
     fn default() -> Self {
         Self {
             listen: ListenConfig::on_ports(50051, 9461),
-            database: DatabaseConfig { url: muster_runtime::Secret::new("sqlite://policy.db"), max_connections: 8 },
+            database: DatabaseConfig {
+                url: muster_runtime::Secret::new("sqlite://policy.db"),
+                max_connections: 8,
+                allow_newer_schema: false,
+            },
             auth: AuthConfig::default(),
             log: LogConfig::default(),
             catalog_file: String::new(),

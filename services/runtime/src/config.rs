@@ -84,9 +84,45 @@ impl Serialize for Secret {
     }
 }
 
+/// How a secret may be written in a service config: the value itself, or where to
+/// read it — `{ file = "/run/secrets/token" }` (a Kubernetes Secret mount; a trailing
+/// newline is dropped) or `{ env = "VAR" }` (the service's own environment).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SecretInput {
+    Value(String),
+    Reference(SecretReference),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretReference {
+    file: Option<String>,
+    env: Option<String>,
+}
+
+impl SecretReference {
+    fn resolve(self) -> Result<String, String> {
+        match (self.file, self.env) {
+            (Some(path), None) => std::fs::read_to_string(&path)
+                .map(|text| text.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|e| format!("cannot read secret file {path}: {e}")),
+            (None, Some(var)) => {
+                std::env::var(&var).map_err(|_| format!("secret environment variable {var} is not set"))
+            }
+            _ => Err("a secret reference is { file = \"/path\" } or { env = \"VAR\" }, exactly one of them".into()),
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(Secret)
+        match SecretInput::deserialize(deserializer).map_err(|_| {
+            serde::de::Error::custom("expected a secret: a string, { file = \"/path\" } or { env = \"VAR\" }")
+        })? {
+            SecretInput::Value(v) => Ok(Secret(v)),
+            SecretInput::Reference(r) => r.resolve().map(Secret).map_err(serde::de::Error::custom),
+        }
     }
 }
 
@@ -245,11 +281,14 @@ pub struct DatabaseConfig {
     pub url: Secret,
     /// Most connections in the pool.
     pub max_connections: u32,
+    /// Run even when the database's schema is newer than this binary (after a newer
+    /// release migrated it): only for a deliberate rollback, see docs/operations.md.
+    pub allow_newer_schema: bool,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: Secret::new("sqlite://muster.db"), max_connections: 8 }
+        Self { url: Secret::new("sqlite://muster.db"), max_connections: 8, allow_newer_schema: false }
     }
 }
 
@@ -338,8 +377,41 @@ mod tests {
     }
 
     #[test]
+    fn secrets_may_be_read_from_a_file_or_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("db-url");
+        std::fs::write(&secret, "postgres://u:pw@h/db\n").unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, format!("[db]\nurl = {{ file = \"{}\" }}\n", secret.display())).unwrap();
+        let cfg: Sample = load_from(Some(&path), "MUSTER", &env(&[])).unwrap();
+        assert_eq!(cfg.db.url.expose(), "postgres://u:pw@h/db", "the mount's trailing newline is dropped");
+
+        // The process's own environment (setting a variable would need unsafe code):
+        // PATH is always there.
+        std::fs::write(&path, "[db]\nurl = { env = \"PATH\" }\n").unwrap();
+        let cfg: Sample = load_from(Some(&path), "MUSTER", &env(&[])).unwrap();
+        assert_eq!(cfg.db.url.expose(), std::env::var("PATH").unwrap());
+
+        // Each failure names what is missing, never a value.
+        for (text, want) in [
+            ("url = { file = \"/nonexistent/secret\" }", "cannot read secret file /nonexistent/secret"),
+            ("url = { env = \"MUSTER_TEST_SECRET_UNSET\" }", "MUSTER_TEST_SECRET_UNSET is not set"),
+            ("url = { file = \"/a\", env = \"B\" }", "exactly one"),
+            ("url = { path = \"/a\" }", "expected a secret"),
+        ] {
+            std::fs::write(&path, format!("[db]\n{text}\n")).unwrap();
+            let err = load_from::<Sample>(Some(&path), "MUSTER", &env(&[])).unwrap_err();
+            assert!(err.to_string().contains(want), "{text}: {err}");
+        }
+    }
+
+    #[test]
     fn secrets_are_redacted() {
-        let cfg = DatabaseConfig { url: Secret::new("postgres://u:hunter2@h/db"), max_connections: 1 };
+        let cfg = DatabaseConfig {
+            url: Secret::new("postgres://u:hunter2@h/db"),
+            max_connections: 1,
+            allow_newer_schema: false,
+        };
         let shown = format!("{cfg:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("[redacted]"));

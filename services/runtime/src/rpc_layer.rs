@@ -142,7 +142,10 @@ where
                 // only at debug, or they would drown everything else.
                 let (method, trace_id, status) = (path.as_str(), trace_id.as_str(), format!("{code:?}"));
                 match code {
-                    _ if public => tracing::debug!(target: "muster_access", method, status, seconds, trace_id, "rpc"),
+                    // Health probes and other services' credential checks are routine.
+                    _ if public || path == crate::upstream_check::PROBE_PATH => {
+                        tracing::debug!(target: "muster_access", method, status, seconds, trace_id, "rpc")
+                    }
                     tonic::Code::Ok => {
                         tracing::info!(target: "muster_access", method, status, seconds, trace_id, "rpc")
                     }

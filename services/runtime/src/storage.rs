@@ -134,7 +134,7 @@ pub fn redact_url(url: &str) -> String {
 
 /// Opens connections of the backend the URL named. It never tries one backend and
 /// then the other: that would hide the real error.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ConnectionFactory {
     backend: Backend,
     target: String,
@@ -179,6 +179,10 @@ pub struct Db {
     // SQLite has one writer at a time; serialising our own writes here turns lock
     // contention into an orderly queue instead of SQLITE_BUSY retries.
     sqlite_writer: Arc<std::sync::Mutex<()>>,
+    // Run against a schema newer than this binary knows (a rollback the operator chose).
+    allow_newer_schema: bool,
+    // Makes connections outside the pool (session locks).
+    factory: ConnectionFactory,
 }
 
 impl std::fmt::Debug for Db {
@@ -205,6 +209,7 @@ impl Db {
             });
         }
         let factory = ConnectionFactory { backend, target: target.clone() };
+        let own = factory.clone();
         // Try once directly so the driver's own message reaches the operator; r2d2
         // would only report a timeout.
         factory.connect().map_err(|e| DbError::Unreachable { target: shown.clone(), message: e.to_string() })?;
@@ -214,13 +219,24 @@ impl Db {
             .connection_timeout(Duration::from_secs(10))
             .build(factory)
             .map_err(|e| DbError::Unreachable { target: shown.clone(), message: e.to_string() })?;
-        Ok(Self { pool, backend, target: shown, sqlite_writer: Arc::new(std::sync::Mutex::new(())) })
+        Ok(Self {
+            pool,
+            backend,
+            target: shown,
+            sqlite_writer: Arc::new(std::sync::Mutex::new(())),
+            allow_newer_schema: false,
+            factory: own,
+        })
     }
 
     /// Opens the database a service's config names, off the async workers.
     pub async fn open(cfg: &crate::config::DatabaseConfig) -> Result<Self, DbError> {
         let (url, max) = (cfg.url.clone(), cfg.max_connections);
-        tokio::task::spawn_blocking(move || Db::connect(url.expose(), max)).await.map_err(|_| DbError::Cancelled)?
+        let mut db = tokio::task::spawn_blocking(move || Db::connect(url.expose(), max))
+            .await
+            .map_err(|_| DbError::Cancelled)??;
+        db.allow_newer_schema = cfg.allow_newer_schema;
+        Ok(db)
     }
 
     /// The backend in use.
@@ -235,25 +251,68 @@ impl Db {
 
     /// Runs pending migrations. On PostgreSQL an advisory lock keeps replicas that start
     /// together from migrating at once.
+    ///
+    /// A database whose schema has migrations this binary does not know (a newer
+    /// release ran on it) is refused, unless `database.allow_newer_schema` is set: an
+    /// older binary would read and write tables it does not understand.
     pub async fn migrate(&self, migrations: Migrations) -> Result<(), DbError> {
-        let target = self.target.clone();
-        self.run(move |conn| {
-            let failed = |message: String| DbError::Migration { target: target.clone(), message };
-            match conn {
-                DbConnection::Sqlite(c) => {
-                    c.run_pending_migrations((migrations.sqlite)()).map_err(|e| failed(e.to_string()))?;
+        let (target, allow_newer) = (self.target.clone(), self.allow_newer_schema);
+        let report = self
+            .run(move |conn| {
+                let failed = |message: String| DbError::Migration { target: target.clone(), message };
+                match conn {
+                    DbConnection::Sqlite(c) => {
+                        upgrade(c, (migrations.sqlite)(), allow_newer).map_err(|e| failed(e.to_string()))
+                    }
+                    DbConnection::Postgres(c) => {
+                        c.batch_execute("SELECT pg_advisory_lock(7202611)").map_err(|e| failed(e.to_string()))?;
+                        let result = upgrade(c, (migrations.postgres)(), allow_newer);
+                        let unlock = c.batch_execute("SELECT pg_advisory_unlock(7202611)");
+                        let report = result.map_err(|e| failed(e.to_string()))?;
+                        unlock.map_err(|e| failed(e.to_string()))?;
+                        Ok(report)
+                    }
                 }
+            })
+            .await?;
+        if report.newer.is_empty() {
+            tracing::info!(database = %self.target, schema = %report.version, applied_now = report.applied_now, "database schema");
+        } else {
+            tracing::warn!(database = %self.target, schema = %report.version, unknown = ?report.newer,
+                "running against a schema newer than this binary (database.allow_newer_schema = true)");
+        }
+        Ok(())
+    }
+
+    /// Takes a PostgreSQL session advisory lock named `name` and holds it for as long
+    /// as the returned guard lives, on a connection kept out of the pool. PostgreSQL
+    /// releases it the moment that connection ends, so a process that died (even by
+    /// SIGKILL) holds nothing, and a live one is always seen. `None`: someone else holds
+    /// it. On SQLite (one process) there is nothing to hold and it always succeeds.
+    pub async fn try_session_lock(&self, name: &str) -> Result<Option<SessionLock>, DbError> {
+        use sha2::Digest;
+        if self.backend == Backend::Sqlite {
+            return Ok(Some(SessionLock { _conn: None }));
+        }
+        let digest = sha2::Sha256::digest(name.as_bytes());
+        let key = i64::from_be_bytes(digest[..8].try_into().unwrap_or([0; 8]));
+        let factory = self.factory.clone();
+        tokio::task::spawn_blocking(move || {
+            // Its own connection, outside the pool: when the guard drops, it closes.
+            let mut conn = factory.connect().map_err(|e| DbError::Pool(e.to_string()))?;
+            let taken: bool = match &mut conn {
                 DbConnection::Postgres(c) => {
-                    c.batch_execute("SELECT pg_advisory_lock(7202611)").map_err(|e| failed(e.to_string()))?;
-                    let result = c.run_pending_migrations((migrations.postgres)()).map(|_| ());
-                    let unlock = c.batch_execute("SELECT pg_advisory_unlock(7202611)");
-                    result.map_err(|e| failed(e.to_string()))?;
-                    unlock.map_err(|e| failed(e.to_string()))?;
+                    use diesel::RunQueryDsl;
+                    diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(&format!("pg_try_advisory_lock({key})")))
+                        .get_result(c)
+                        .map_err(DbError::Query)?
                 }
-            }
-            Ok(())
+                DbConnection::Sqlite(_) => true,
+            };
+            Ok(taken.then_some(SessionLock { _conn: Some(conn) }))
         })
         .await
+        .map_err(|_| DbError::Cancelled)?
     }
 
     /// Runs `f` with a pooled connection on the blocking pool. Panics inside `f` are
@@ -294,6 +353,50 @@ impl Db {
         })
         .await
     }
+}
+
+/// A session lock of [`Db::try_session_lock`]: released when dropped (its connection closes).
+pub struct SessionLock {
+    _conn: Option<DbConnection>,
+}
+
+/// What a migration run found and did.
+struct SchemaReport {
+    /// The latest migration version applied.
+    version: String,
+    /// Migrations applied by this run.
+    applied_now: usize,
+    /// Applied versions this binary does not know.
+    newer: Vec<String>,
+}
+
+fn upgrade<C, B>(
+    conn: &mut C,
+    source: EmbeddedMigrations,
+    allow_newer: bool,
+) -> Result<SchemaReport, Box<dyn std::error::Error + Send + Sync>>
+where
+    C: MigrationHarness<B>,
+    B: diesel::backend::Backend,
+    EmbeddedMigrations: diesel::migration::MigrationSource<B>,
+{
+    use diesel::migration::MigrationSource;
+    let known: std::collections::BTreeSet<String> =
+        MigrationSource::<B>::migrations(&source)?.iter().map(|m| m.name().version().to_string()).collect();
+    let applied: Vec<String> = conn.applied_migrations()?.iter().map(|v| v.to_string()).collect();
+    let newer: Vec<String> = applied.iter().filter(|v| !known.contains(*v)).cloned().collect();
+    if !newer.is_empty() && !allow_newer {
+        return Err(format!(
+            "the database's schema is newer than this binary: it has migrations {} that this release does not know \
+             (a newer release ran on it). Run the newer release, or set database.allow_newer_schema = true to run anyway \
+             (see docs/operations.md, upgrades and rollback)",
+            newer.join(", ")
+        )
+        .into());
+    }
+    let applied_now = conn.run_pending_migrations(source)?.len();
+    let version = conn.applied_migrations()?.iter().map(|v| v.to_string()).max().unwrap_or_else(|| "none".into());
+    Ok(SchemaReport { version, applied_now, newer })
 }
 
 #[cfg(test)]

@@ -10,6 +10,9 @@ use tonic::Code;
 
 use crate::client::AuthedChannel;
 
+/// The method a credential check asks for: no service has it.
+pub const PROBE_PATH: &str = "/muster.runtime.v1.CredentialsProbe/Check";
+
 /// Default time between checks when the config says 0.
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -61,7 +64,7 @@ pub async fn check(c: &UpstreamCheck) -> Credentials {
     if let Err(e) = grpc.ready().await {
         return Credentials::Unknown(e.to_string());
     }
-    let path = http::uri::PathAndQuery::from_static("/muster.runtime.v1.CredentialsProbe/Check");
+    let path = http::uri::PathAndQuery::from_static(PROBE_PATH);
     let codec = tonic_prost::ProstCodec::<(), ()>::default();
     match grpc.unary(tonic::Request::new(()), path, codec).await {
         Ok(_) => Credentials::Accepted,

@@ -281,6 +281,8 @@ pub struct SyncRun {
     /// Held because its full listing looked wrong: that listing's generation (its
     /// sweep waits for approval).
     pub held_listing: Option<i64>,
+    /// The replica running it (`name#boot`); empty before any replica took it.
+    pub owner: String,
     /// Started.
     pub started_at: chrono::DateTime<chrono::Utc>,
     /// Ended.
@@ -304,6 +306,7 @@ impl SyncRun {
             decided_by: String::new(),
             phase: Phase::Starting,
             held_listing: None,
+            owner: String::new(),
             started_at: chrono::Utc::now(),
             ended_at: None,
         }

@@ -42,11 +42,18 @@ pub struct EngineConfig {
     pub backoff_min: Duration,
     /// Longest wait between attempts.
     pub backoff_max: Duration,
+    /// This replica (`name#boot`), recorded as the owner of the runs it executes.
+    pub replica: String,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { batch_size: 1000, backoff_min: Duration::from_millis(200), backoff_max: Duration::from_secs(30) }
+        Self {
+            batch_size: 1000,
+            backoff_min: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(30),
+            replica: String::new(),
+        }
     }
 }
 
@@ -162,7 +169,8 @@ impl Engine {
         if self.is_shutting_down() {
             return Err(SyncError::ShuttingDown);
         }
-        let run = SyncRun::new(uuid::Uuid::now_v7().to_string(), directory, trigger, actor);
+        let mut run = SyncRun::new(uuid::Uuid::now_v7().to_string(), directory, trigger, actor);
+        run.owner = self.config.replica.clone();
         self.store.create_run(run.clone()).await?;
         self.runs_changed();
         Ok(run)
@@ -442,6 +450,11 @@ impl Engine {
     /// directories as they are now (someone re-assigned meanwhile stays), bypassing
     /// the brake; a held listing is swept first.
     pub async fn release(&self, mut run: SyncRun) -> SyncRun {
+        // Whoever applies an approval runs it now.
+        run.owner = self.config.replica.clone();
+        if let Err(e) = self.store.set_run_owner(&run.id, &run.owner).await {
+            tracing::warn!(run = %run.id, error = %e, "cannot record the run's replica");
+        }
         let result = match self.store.get_directory(&run.directory_id).await {
             Ok(dir) => match self.parent_lease(&mut run, &dir.parent_id).await {
                 Ok(lease) => {

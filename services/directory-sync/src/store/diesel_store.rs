@@ -340,6 +340,7 @@ impl TryFrom<RunRow> for SyncRun {
             decided_by: r.decided_by,
             phase: Phase::from_name(&r.phase),
             held_listing: r.held_listing,
+            owner: String::new(),
             started_at: utc(r.started_at),
             ended_at: r.ended_at.map(utc),
         })
@@ -800,9 +801,18 @@ impl SyncStore for DieselStore {
 
     async fn create_run(&self, run: SyncRun) -> Result<(), SyncError> {
         let row = run_row(&run)?;
+        let owner = run.owner.clone();
         self.db
             .write(move |conn| {
                 diesel::insert_into(sync_runs::table).values(&row).execute(conn)?;
+                if !owner.is_empty() {
+                    diesel::insert_into(super::schema::run_owners::table)
+                        .values((
+                            super::schema::run_owners::run_id.eq(&row.id),
+                            super::schema::run_owners::owner.eq(&owner),
+                        ))
+                        .execute(conn)?;
+                }
                 Ok(())
             })
             .await

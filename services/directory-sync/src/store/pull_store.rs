@@ -1067,3 +1067,59 @@ impl DieselStore {
             .await
     }
 }
+
+impl DieselStore {
+    /// A replica starting under `name` (as `me`, `name#boot`): the runs an earlier
+    /// process of that name left running are interrupted, and the pull and reconcile
+    /// leases it held are freed, at once. The caller has made sure no live process
+    /// holds the name. Returns how many runs were interrupted.
+    pub async fn take_over_replica(&self, name: &str, me: &str) -> Result<usize, SyncError> {
+        use super::schema::{reconcile_leases, run_owners, sync_runs};
+        let (prefix, me) = (format!("{name}#%"), me.to_string());
+        self.db
+            .write(move |conn| {
+                // Runs still marked running are few; owners of ended runs are never read.
+                let running: Vec<String> =
+                    sync_runs::table.filter(sync_runs::state.eq("running")).select(sync_runs::id).load(conn)?;
+                let theirs: Vec<String> = run_owners::table
+                    .filter(run_owners::run_id.eq_any(&running))
+                    .filter(run_owners::owner.like(&prefix))
+                    .filter(run_owners::owner.ne(&me))
+                    .select(run_owners::run_id)
+                    .load(conn)?;
+                let n = diesel::update(sync_runs::table.filter(sync_runs::id.eq_any(&theirs)))
+                    .set((
+                        sync_runs::state.eq("failed"),
+                        sync_runs::phase.eq("done"),
+                        sync_runs::outcome.eq(
+                            "interrupted: its replica stopped and restarted; queued changes are reconciled by a later run, \
+                             a pull resumes from its stored cursor",
+                        ),
+                        sync_runs::ended_at.eq(Some(Utc::now().naive_utc())),
+                    ))
+                    .execute(conn)?;
+                let holders: Vec<String> = theirs.iter().map(|id| format!("run/{id}")).collect();
+                diesel::delete(reconcile_leases::table.filter(reconcile_leases::holder.eq_any(&holders))).execute(conn)?;
+                diesel::update(pull_state::table.filter(pull_state::lease_holder.like(&prefix)))
+                    .set((pull_state::lease_holder.eq(None::<String>), pull_state::lease_expires.eq(None::<NaiveDateTime>)))
+                    .execute(conn)?;
+                Ok(n)
+            })
+            .await
+    }
+
+    /// Records that `owner` runs `run` now (an approval applied by another replica).
+    pub async fn set_run_owner(&self, run: &str, owner: &str) -> Result<(), SyncError> {
+        use super::schema::run_owners;
+        let (run, owner) = (run.to_string(), owner.to_string());
+        self.db
+            .write(move |conn| {
+                diesel::delete(run_owners::table.find(&run)).execute(conn)?;
+                diesel::insert_into(run_owners::table)
+                    .values((run_owners::run_id.eq(&run), run_owners::owner.eq(&owner)))
+                    .execute(conn)?;
+                Ok(())
+            })
+            .await
+    }
+}

@@ -122,6 +122,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    run_owners (run_id) {
+        run_id -> Text,
+        owner -> Text,
+    }
+}
+
+diesel::table! {
     run_items (run_id, seq) {
         run_id -> Text,
         seq -> BigInt,
