@@ -693,6 +693,52 @@ async fn events_resume_exactly_and_tokens_isolate(kind: DbKind) {
         .unwrap()
         .into_inner();
     assert!(google.directory.unwrap().config_json.contains("oauth2.googleapis.com/token"));
+
+    // Kinds come from the connector registry: ListDirectoryKinds names them, and is
+    // authenticated like every other call.
+    let kinds = w.directory.list_directory_kinds(dpb::ListDirectoryKindsRequest {}).await.unwrap().into_inner().kinds;
+    let names: Vec<&str> = kinds.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names[..4], ["scim", "okta", "entra", "google"]);
+    assert_eq!((kinds[0].pulled, kinds[0].secret_fields.len()), (false, 0));
+    assert_eq!(kinds[1].secret_fields, ["auth.token", "auth.private_key"]);
+    let anonymous = muster_runtime::client::channel(w.cluster.directory_url(), "", std::time::Duration::from_secs(5));
+    let err = DirectoryClient::new(anonymous.unwrap())
+        .list_directory_kinds(dpb::ListDirectoryKindsRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    // A kind without an enum value (the tests register one) is named by kind_name, and
+    // its declared secret is refused inline like any connector's.
+    let by_name = |kind: i32, kind_name: &str, config: &str| dpb::CreateDirectoryRequest {
+        parent_id: w.parent_id.clone(),
+        kind,
+        kind_name: kind_name.into(),
+        display_name: "By name".into(),
+        config_json: config.into(),
+        sync_interval_seconds: 900,
+        ..Default::default()
+    };
+    let unnumbered = kinds
+        .iter()
+        .find(|k| k.kind == dpb::DirectoryKind::Unspecified as i32)
+        .expect("the tests build directory-sync with a kind named by name only");
+    assert!(unnumbered.pulled && !unnumbered.secret_fields.is_empty(), "{unnumbered:?}");
+    // {"a": {"b": "an-inline-secret"}} for the declared field "a.b".
+    let inline =
+        unnumbered.secret_fields[0].rsplit('.').fold(json!("an-inline-secret"), |inner, key| json!({ key: inner }));
+    let err = w.directory.create_directory(by_name(0, &unnumbered.name, &inline.to_string())).await.unwrap_err();
+    assert_eq!(muster_runtime::status::rule_of(&err).as_deref(), Some("secret_inline"), "{err:?}");
+    assert!(!err.message().contains("an-inline-secret"));
+    // The kind is settled before the config is looked at.
+    let okta = dpb::DirectoryKind::Okta as i32;
+    let err = w.directory.create_directory(by_name(okta, "google", "{}")).await.unwrap_err();
+    assert_eq!(muster_runtime::status::rule_of(&err).as_deref(), Some("kind_conflict"));
+    let err = w.directory.create_directory(by_name(0, "okat", "{}")).await.unwrap_err();
+    assert_eq!(muster_runtime::status::rule_of(&err).as_deref(), Some("kind_unknown"));
+    assert!(err.message().contains("scim, okta, entra, google"), "{}", err.message());
+    let legacy =
+        w.directory.get_directory(dpb::GetDirectoryRequest { id: w.dir_id.clone() }).await.unwrap().into_inner();
+    assert_eq!((legacy.kind, legacy.kind_name.as_str()), (dpb::DirectoryKind::Scim as i32, "scim"));
     w.stop().await;
 }
 

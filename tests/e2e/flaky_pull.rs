@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use muster_connector::ConnectorSpec;
 use muster_connector::conformance::{Failure, FakeDirectory, FakeUser};
 use muster_proto::directory::v1 as dpb;
 use muster_proto::membership::v1 as mpb;
@@ -48,7 +49,8 @@ enum Vendor {
 /// directory config pointing at it (secrets in files of `_secrets`).
 struct Idp {
     fake: Arc<dyn FakeDirectory>,
-    kind: dpb::DirectoryKind,
+    /// The kind's name ([`ConnectorSpec::KIND`]).
+    kind: &'static str,
     config: Value,
     _secrets: tempfile::TempDir,
 }
@@ -70,7 +72,7 @@ async fn start(vendor: Vendor) -> Idp {
             fake.set_reset_in(60);
             let token = file("okta-token", API_TOKEN);
             let config = json!({"org_url": fake.base, "page_size": 200, "auth": {"type": "api_token", "token": {"file": token}}});
-            Idp { fake: Arc::new(fake), kind: dpb::DirectoryKind::Okta, config, _secrets: secrets }
+            Idp { fake: Arc::new(fake), kind: muster_connector_okta::Okta::KIND, config, _secrets: secrets }
         }
         Vendor::Entra => {
             use muster_connector_entra::testing::{CLIENT_ID, CLIENT_SECRET, EntraFake, TENANT};
@@ -81,7 +83,7 @@ async fn start(vendor: Vendor) -> Idp {
                 "tenant_id": TENANT, "client_id": CLIENT_ID, "authority": fake.base, "graph_url": fake.base,
                 "credential": {"type": "client_secret", "secret": {"file": secret}}
             });
-            Idp { fake: Arc::new(fake), kind: dpb::DirectoryKind::Entra, config, _secrets: secrets }
+            Idp { fake: Arc::new(fake), kind: muster_connector_entra::Entra::KIND, config, _secrets: secrets }
         }
         Vendor::Google => {
             use muster_connector_google::testing::{ADMIN, GoogleFake};
@@ -89,7 +91,7 @@ async fn start(vendor: Vendor) -> Idp {
             let fake = GoogleFake::start(200).await;
             let key = file("google-key.json", &fake.key_json());
             let config = json!({"service_account_key": {"file": key}, "admin_email": ADMIN, "api_url": fake.base});
-            Idp { fake: Arc::new(fake), kind: dpb::DirectoryKind::Google, config, _secrets: secrets }
+            Idp { fake: Arc::new(fake), kind: muster_connector_google::Google::KIND, config, _secrets: secrets }
         }
     }
 }
@@ -281,7 +283,7 @@ async fn flaky_pull(kind: DbKind, vendor: Vendor) {
         .clone()
         .create_directory(dpb::CreateDirectoryRequest {
             parent_id: parent.id.clone(),
-            kind: idp.kind as i32,
+            kind_name: idp.kind.into(),
             display_name: "Flaky IdP".into(),
             config_json: idp.config.to_string(),
             sync_interval_seconds: 300,

@@ -21,7 +21,7 @@ use muster_tests::{DbKind, TestCluster};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
-use super::support::{PATIENCE, Scim, Vendor, admin, named, start_fake};
+use super::support::{PATIENCE, Scim, admin, named};
 
 const PEOPLE: usize = 6;
 const GROUPS: [&str; 3] = ["admins", "everyone", "engineering"];
@@ -339,7 +339,7 @@ async fn run_case(kind: DbKind, case: Case) -> Result<(), String> {
     cluster.stop_directory().await;
     cluster.connector_clock = Some(clock.clone());
     cluster.start_directory().await;
-    let fake = start_fake(Vendor::Okta, clock).await;
+    let fake = super::support::okta(clock).await;
     let f = fake.fake.clone();
     // Someone Okta always lists: an empty listing fails a pull by design (it removes
     // nobody), and every case needs pulls that succeed.

@@ -1,28 +1,58 @@
-//! Pull directories end to end: each connector's vendor-faithful fake server (Okta,
-//! Entra, Google) pulled by directory-sync over real HTTP, reconciled through policy
-//! and membership over real gRPC into members with the right roles; changes, removals,
-//! throttling, empty and failed listings, and the pull lease across two replicas.
-//! Waits are on the thing itself (members, runs, status), never on a clock; the
-//! connectors wait through a manual clock, so throttling costs no time.
+//! Pull directories end to end: each connector's vendor-faithful fake server pulled
+//! by directory-sync over real HTTP, reconciled through policy and membership over
+//! real gRPC into members with the right roles; changes, removals, throttling, empty
+//! and failed listings, and the pull lease across two replicas. Waits are on the
+//! thing itself (members, runs, status), never on a clock; the connectors wait
+//! through a manual clock, so throttling costs no time.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use muster_connector::ManualClock;
-use muster_connector::conformance::{Failure, FakeDirectory};
+use muster_connector::conformance::{Failure, FakeDeployment, FakeDirectory};
 use muster_proto::directory::v1 as dpb;
 use muster_proto::membership::v1 as mpb;
 use muster_proto::policy::v1 as ppb;
 use muster_runtime::client::{MembershipClient, PolicyClient};
 use muster_tests::{DbKind, DirectoryClient, TestCluster};
 
-use super::support::{Fake, PATIENCE, Vendor, admin, named, person, start_fake, until};
+use super::support::{PATIENCE, admin, named, person, until};
 use serde_json::{Value, json};
 
+/// The whole pull story of every connector, on both databases: one line per
+/// connector, naming the function that starts its fake and points a directory
+/// config at it (`FakeDeployment`). A new connector adds its line here.
+macro_rules! pull_stories {
+    ($($name:ident => $deployment:path;)*) => {
+        $(
+            mod $name {
+                use muster_tests::DbKind;
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::pull_story(DbKind::Sqlite, $deployment).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    if muster_tests::postgres_available() {
+                        super::pull_story(DbKind::Postgres, $deployment).await;
+                    }
+                }
+            }
+        )*
+    };
+}
+
+pull_stories! {
+    okta_pull_provisions_changes_and_survives_failures => crate::support::okta;
+    entra_pull_provisions_changes_and_survives_failures => crate::support::entra;
+    google_pull_provisions_changes_and_survives_failures => crate::support::google;
+    entra_app_scope_pull_provisions_changes_and_survives_failures => crate::support::entra_app;
+    example_pull_provisions_changes_and_survives_failures => muster_connector_example::testing::deployment;
+}
+
 on_both_databases! {
-    okta_pull_provisions_changes_and_survives_failures => okta;
-    entra_pull_provisions_changes_and_survives_failures => entra;
-    google_pull_provisions_changes_and_survives_failures => google;
-    entra_app_scope_pull_provisions_changes_and_survives_failures => entra_app;
     test_directory_says_what_is_wrong => test_directory;
     entra_token_outlives_pulls_and_a_resync_says_so => entra_token_and_resync;
 }
@@ -39,7 +69,7 @@ struct World {
 }
 
 impl World {
-    async fn start(kind: DbKind, fake: &Fake, clock: Arc<ManualClock>) -> Self {
+    async fn start(kind: DbKind, fake: &FakeDeployment, clock: Arc<ManualClock>) -> Self {
         let mut cluster = TestCluster::start(kind).await;
         cluster.stop_directory().await;
         cluster.connector_clock = Some(clock.clone());
@@ -84,7 +114,8 @@ impl World {
         let created = directory
             .create_directory(dpb::CreateDirectoryRequest {
                 parent_id: parent.id.clone(),
-                kind: fake.kind as i32,
+                // By name: a connector added since the enum has no value in it.
+                kind_name: fake.kind.into(),
                 display_name: "IdP".into(),
                 config_json: fake.config.to_string(),
                 sync_interval_seconds: 300,
@@ -93,7 +124,12 @@ impl World {
             .await
             .unwrap()
             .into_inner();
-        let dir_id = created.directory.unwrap().id;
+        let dir = created.directory.unwrap();
+        // The kind reads back by name, and by enum value exactly when the registry gives it one.
+        let kinds = directory.list_directory_kinds(dpb::ListDirectoryKindsRequest {}).await.unwrap().into_inner();
+        let registered = kinds.kinds.iter().find(|k| k.name == fake.kind).expect("the kind is registered");
+        assert_eq!((dir.kind_name.as_str(), dir.kind), (fake.kind, registered.kind));
+        let dir_id = dir.id;
         let membership = cluster.membership();
         Self { cluster, membership, directory, org_id: org.id, parent_id: parent.id, dir_id }
     }
@@ -165,11 +201,15 @@ impl World {
     }
 }
 
-/// The whole story for one vendor: full sync with roles, changes and removals,
+/// The whole story for one connector: full sync with roles, changes and removals,
 /// throttling, and empty and failed listings that remove nobody.
-async fn pull_story(kind: DbKind, vendor: Vendor) {
+async fn pull_story<F, Fut>(kind: DbKind, deployment: F)
+where
+    F: FnOnce(Arc<ManualClock>) -> Fut,
+    Fut: Future<Output = FakeDeployment>,
+{
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
-    let fake = start_fake(vendor, clock.clone()).await;
+    let fake = deployment(clock.clone()).await;
     let f = fake.fake.clone();
     let owners = f.create_group("owners");
     let admins = f.create_group("admins");
@@ -250,22 +290,6 @@ async fn pull_story(kind: DbKind, vendor: Vendor) {
     w.cluster.stop().await;
 }
 
-async fn okta(kind: DbKind) {
-    pull_story(kind, Vendor::Okta).await;
-}
-
-async fn entra(kind: DbKind) {
-    pull_story(kind, Vendor::Entra).await;
-}
-
-async fn entra_app(kind: DbKind) {
-    pull_story(kind, Vendor::EntraApp).await;
-}
-
-async fn google(kind: DbKind) {
-    pull_story(kind, Vendor::Google).await;
-}
-
 // Replicas share a database only on PostgreSQL (a SQLite file belongs to one process).
 mod one_replica_pulls_a_directory_at_a_time {
     use muster_tests::DbKind;
@@ -282,7 +306,7 @@ mod one_replica_pulls_a_directory_at_a_time {
 /// overlap, and when the replica that pulls stops, the other continues.
 async fn lease(kind: DbKind) {
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
-    let fake = start_fake(Vendor::Okta, clock.clone()).await;
+    let fake = crate::support::okta(clock.clone()).await;
     let f = fake.fake.clone();
     let everyone = f.create_group("everyone");
     let ann = f.create_user(&person("ann"));
@@ -356,7 +380,7 @@ async fn lease(kind: DbKind) {
 async fn test_directory(kind: DbKind) {
     use muster_connector_okta::testing::APP_ID;
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
-    let fake = start_fake(Vendor::Okta, clock.clone()).await;
+    let fake = crate::support::okta(clock.clone()).await;
     let w = World::start(kind, &fake, clock).await;
     let mut d = w.directory.clone();
     let check = |id: String| {
@@ -375,7 +399,7 @@ async fn test_directory(kind: DbKind) {
         async move {
             d.create_directory(dpb::CreateDirectoryRequest {
                 parent_id: parent,
-                kind: dpb::DirectoryKind::Okta as i32,
+                kind_name: fake.kind.into(),
                 display_name: "Broken IdP".into(),
                 config_json: config.to_string(),
                 sync_interval_seconds: 0,
@@ -420,7 +444,7 @@ async fn entra_token_and_resync(kind: DbKind) {
         "tenant_id": TENANT, "client_id": CLIENT_ID, "authority": entra.base, "graph_url": entra.base,
         "credential": {"type": "client_secret", "secret": {"file": secret}}
     });
-    let fake = Fake { fake: Arc::new(entra.clone()), kind: dpb::DirectoryKind::Entra, config, _secrets: secrets };
+    let fake = FakeDeployment { fake: Arc::new(entra.clone()), kind: "entra", config, keep: Box::new(secrets) };
     let everyone = entra.create_group("everyone");
     let ann = entra.create_user(&person("ann"));
     entra.add_member(&everyone, &ann);

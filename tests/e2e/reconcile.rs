@@ -14,7 +14,7 @@ use muster_runtime::client::{MembershipClient, PolicyClient};
 use muster_tests::{DbKind, DirectoryClient, TestCluster};
 use serde_json::json;
 
-use super::support::{Fake, PATIENCE, Scim, Vendor, admin, named, person, start_fake, until};
+use super::support::{PATIENCE, Scim, admin, named, person, until};
 
 on_both_databases! {
     two_directories_on_a_parent_decide_together => two_directories;
@@ -125,11 +125,11 @@ impl Parent {
         (dir.id, scim)
     }
 
-    async fn pull_dir(&mut self, kind: dpb::DirectoryKind, config: serde_json::Value, name: &str) -> String {
+    async fn pull_dir(&mut self, kind: &str, config: serde_json::Value, name: &str) -> String {
         self.directory
             .create_directory(dpb::CreateDirectoryRequest {
                 parent_id: self.parent_id.clone(),
-                kind: kind as i32,
+                kind_name: kind.into(),
                 display_name: name.into(),
                 config_json: config.to_string(),
                 sync_interval_seconds: 300,
@@ -294,7 +294,7 @@ async fn two_directories(kind: DbKind) {
     scim.create_group("admins", &[&ann]).await;
     scim.create_group("everyone", &[&root, &ann, &both_scim]).await;
 
-    let fake: Fake = start_fake(Vendor::Okta, p.clock.clone()).await;
+    let fake = super::support::okta(p.clock.clone()).await;
     let f = fake.fake.clone();
     let everyone = f.create_group("everyone");
     let admins = f.create_group("admins");
@@ -381,7 +381,7 @@ async fn creating_removes_nobody(kind: DbKind) {
     let everyone_now = [("a1", "Admin"), ("a2", "Admin"), ("a3", "Admin"), ("hand", "User")];
 
     // An Okta directory with a token file nobody can read: its pull fails, nobody leaves.
-    let fake = start_fake(Vendor::Okta, p.clock.clone()).await;
+    let fake = super::support::okta(p.clock.clone()).await;
     let mut broken = fake.config.clone();
     broken["auth"]["token"] = json!({"file": "/nonexistent/okta-token"});
     let broken_dir = p.pull_dir(fake.kind, broken, "Broken Okta").await;
@@ -487,7 +487,7 @@ async fn email_change(kind: DbKind) {
 async fn suspect_listing(kind: DbKind) {
     let mut p = Parent::start(kind).await;
     let org = p.org(ppb::ProvisioningMode::Scim, true).await;
-    let fake = start_fake(Vendor::Google, p.clock.clone()).await;
+    let fake = super::support::google(p.clock.clone()).await;
     let f = fake.fake.clone();
     let everyone = f.create_group("everyone");
     let admins = f.create_group("admins");
@@ -675,7 +675,7 @@ async fn pull_runs_say_what_they_are(kind: DbKind) {
 
     let mut p = Parent::start(kind).await;
     let org = p.org(ppb::ProvisioningMode::Scim, false).await;
-    let fake = start_fake(Vendor::Okta, p.clock.clone()).await;
+    let fake = super::support::okta(p.clock.clone()).await;
     let f = fake.fake.clone();
     let everyone = f.create_group("everyone");
     let names = ["ann", "bob", "cid", "dan", "eve", "fay"];

@@ -1,15 +1,15 @@
 //! What the end-to-end stories share: waiting on a condition, actors and group refs,
-//! a SCIM client for one directory, and the vendor fakes with directory configs
-//! pointing at them.
+//! a SCIM client for one directory, and the Okta, Entra and Google fakes with
+//! directory configs pointing at them (a connector whose fake is built on the kit's
+//! scaffolding ships this as `testing::deployment`, like the example connector).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use muster_connector::ManualClock;
-use muster_connector::conformance::{FakeDirectory, FakeUser};
+use muster_connector::conformance::{FakeDeployment, FakeUser};
 use muster_proto::common::v1 as common;
-use muster_proto::directory::v1 as dpb;
 use serde_json::{Value, json};
 
 /// Longest any wait may take before the test fails (a hang is a failure, not a pass).
@@ -118,67 +118,60 @@ pub fn person(name: &str) -> FakeUser {
     }
 }
 
-/// Which vendor fake.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Vendor {
-    Okta,
-    Entra,
-    /// Entra scoped to the users and groups assigned to one app (every pull a full listing).
-    EntraApp,
-    Google,
+/// Okta's fake (whole org, API token in a file) and a config pointing at it.
+pub async fn okta(clock: Arc<ManualClock>) -> FakeDeployment {
+    use muster_connector_okta::testing::{API_TOKEN, OktaFake};
+    let (secrets, file) = secrets();
+    let fake = OktaFake::start(2, false, clock).await;
+    let token = file(&secrets, "okta-token", API_TOKEN);
+    let config = json!({"org_url": fake.base, "page_size": 2, "auth": {"type": "api_token", "token": {"file": token}}});
+    FakeDeployment { kind: "okta", fake: Arc::new(fake), config, keep: Box::new(secrets) }
 }
 
-/// A vendor's fake server and the directory config pointing at it (secrets in files).
-pub struct Fake {
-    /// The server, as the conformance kit drives it.
-    pub fake: Arc<dyn FakeDirectory>,
-    /// The directory kind it stands for.
-    pub kind: dpb::DirectoryKind,
-    /// A directory config pointing at it.
-    pub config: Value,
-    /// Holds the secret files the config names.
-    pub _secrets: tempfile::TempDir,
+async fn entra_fake(app_scope: bool) -> FakeDeployment {
+    use muster_connector_entra::testing::{CLIENT_ID, CLIENT_SECRET, EntraFake, SERVICE_PRINCIPAL_ID, TENANT};
+    let (secrets, file) = secrets();
+    let fake = EntraFake::start(2).await;
+    let secret = file(&secrets, "entra-secret", CLIENT_SECRET);
+    let mut config = json!({
+        "tenant_id": TENANT, "client_id": CLIENT_ID,
+        "authority": fake.base, "graph_url": fake.base,
+        "credential": {"type": "client_secret", "secret": {"file": secret}}
+    });
+    if app_scope {
+        // People are in scope through the groups assigned to the app.
+        fake.set_auto_assign(false, true);
+        config["scope"] = json!({"type": "app", "service_principal_id": SERVICE_PRINCIPAL_ID});
+    }
+    FakeDeployment { kind: "entra", fake: Arc::new(fake), config, keep: Box::new(secrets) }
 }
 
-/// Starts a vendor's fake, its secrets in files of a temp dir it keeps.
-pub async fn start_fake(vendor: Vendor, clock: Arc<ManualClock>) -> Fake {
-    let secrets = tempfile::tempdir().unwrap();
-    let file = |name: &str, text: &str| {
-        let p = secrets.path().join(name);
+/// Entra's fake (whole tenant, client secret in a file) and a config pointing at it.
+pub async fn entra(_clock: Arc<ManualClock>) -> FakeDeployment {
+    entra_fake(false).await
+}
+
+/// Entra scoped to the users and groups assigned to one app (every pull a full listing).
+pub async fn entra_app(_clock: Arc<ManualClock>) -> FakeDeployment {
+    entra_fake(true).await
+}
+
+/// Google's fake (whole customer, service-account key in a file) and a config pointing at it.
+pub async fn google(_clock: Arc<ManualClock>) -> FakeDeployment {
+    use muster_connector_google::testing::{ADMIN, GoogleFake};
+    let (secrets, file) = secrets();
+    let fake = GoogleFake::start(2).await;
+    let key = file(&secrets, "google-key.json", &fake.key_json());
+    let config = json!({"service_account_key": {"file": key}, "admin_email": ADMIN, "api_url": fake.base});
+    FakeDeployment { kind: "google", fake: Arc::new(fake), config, keep: Box::new(secrets) }
+}
+
+/// A temp dir for secret files, and a writer of one (its path).
+fn secrets() -> (tempfile::TempDir, impl Fn(&tempfile::TempDir, &str, &str) -> String) {
+    let file = |dir: &tempfile::TempDir, name: &str, text: &str| {
+        let p = dir.path().join(name);
         std::fs::write(&p, text).unwrap();
         p.to_string_lossy().to_string()
     };
-    match vendor {
-        Vendor::Okta => {
-            use muster_connector_okta::testing::{API_TOKEN, OktaFake};
-            let fake = OktaFake::start(2, false, clock).await;
-            let token = file("okta-token", API_TOKEN);
-            let config =
-                json!({"org_url": fake.base, "page_size": 2, "auth": {"type": "api_token", "token": {"file": token}}});
-            Fake { fake: Arc::new(fake), kind: dpb::DirectoryKind::Okta, config, _secrets: secrets }
-        }
-        Vendor::Entra | Vendor::EntraApp => {
-            use muster_connector_entra::testing::{CLIENT_ID, CLIENT_SECRET, EntraFake, SERVICE_PRINCIPAL_ID, TENANT};
-            let fake = EntraFake::start(2).await;
-            let secret = file("entra-secret", CLIENT_SECRET);
-            let mut config = json!({
-                "tenant_id": TENANT, "client_id": CLIENT_ID,
-                "authority": fake.base, "graph_url": fake.base,
-                "credential": {"type": "client_secret", "secret": {"file": secret}}
-            });
-            if vendor == Vendor::EntraApp {
-                // People are in scope through the groups assigned to the app.
-                fake.set_auto_assign(false, true);
-                config["scope"] = json!({"type": "app", "service_principal_id": SERVICE_PRINCIPAL_ID});
-            }
-            Fake { fake: Arc::new(fake), kind: dpb::DirectoryKind::Entra, config, _secrets: secrets }
-        }
-        Vendor::Google => {
-            use muster_connector_google::testing::{ADMIN, GoogleFake};
-            let fake = GoogleFake::start(2).await;
-            let key = file("google-key.json", &fake.key_json());
-            let config = json!({"service_account_key": {"file": key}, "admin_email": ADMIN, "api_url": fake.base});
-            Fake { fake: Arc::new(fake), kind: dpb::DirectoryKind::Google, config, _secrets: secrets }
-        }
-    }
+    (tempfile::tempdir().unwrap(), file)
 }

@@ -423,7 +423,7 @@ impl TestCluster {
 
     /// An authenticated directory-sync client.
     pub fn directory(&self) -> DirectoryClient {
-        DirectoryClient::new(self.channel(&self.directory.as_ref().expect("directory-sync running").url))
+        DirectoryClient::new(self.channel(self.directory_url()))
     }
 
     /// The SCIM base URL of a directory (`http://127.0.0.1:PORT/scim/v2/ID`).

@@ -1,17 +1,22 @@
 //! The pull contract: what a connector implements and how a pull is driven.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
+use crate::clock::Clock;
 use crate::error::ConnectorError;
 use crate::model::{Cursor, Page};
 use crate::retry::{WaitLog, Waits};
 use crate::sink::{DirectorySink, PullEnd, PullKind, SinkError};
+use crate::token_pool::TokenPool;
 
 /// What to pull.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,9 +47,12 @@ pub struct CheckReport {
 /// normalized model. Implementations hold their config, HTTP client and
 /// clock; they never hold a whole directory in memory and never decide that
 /// a listing is complete: they return, and [`run_pull`] reports it.
+///
+/// `Debug` is required so that the conformance kit can prove it never shows a
+/// secret: implement it by hand, naming the base URL and scope, never a token.
 #[async_trait]
-pub trait PullConnector: Send + Sync {
-    /// `okta`, `entra`, `google`, …
+pub trait PullConnector: Send + Sync + fmt::Debug {
+    /// `okta`, `entra`, `google`, …: the same name as [`ConnectorSpec::KIND`].
     fn kind(&self) -> &'static str;
     fn capabilities(&self) -> Capabilities;
     /// Tests the credentials and the configured scope with a few cheap
@@ -62,6 +70,38 @@ pub trait PullConnector: Send + Sync {
     fn wait_log(&self) -> Option<Arc<WaitLog>> {
         None
     }
+}
+
+/// A connector crate's one declaration of itself: its kind's name, its config
+/// schema (which fields are secrets) and how to build it. Directory-sync's
+/// connector registry takes one line per connector built from this, and the
+/// conformance kit builds the connector through it, so the name a directory is
+/// stored under, the fields refused inline and the connector the kit tested can
+/// never disagree.
+pub trait ConnectorSpec: 'static {
+    /// The kind's name: stored with every directory, sent on the wire
+    /// (`kind_name`), typed after `muster directory create --kind`. Lowercase
+    /// ASCII letters, digits and `_`; it never changes once released, and
+    /// [`PullConnector::kind`] answers the same.
+    const KIND: &'static str;
+    /// One line for operators (`muster directory kinds`).
+    const TITLE: &'static str;
+    /// The config fields that hold secrets, as dotted paths (`auth.token`).
+    /// Directory-sync refuses an inline value in exactly these fields and takes
+    /// every other field as given; the kit fails a config holding a
+    /// [`SecretRef`](crate::SecretRef) anywhere else.
+    const SECRET_FIELDS: &'static [&'static str];
+    /// The connector's config: serde with `deny_unknown_fields`, secrets as
+    /// [`SecretRef`](crate::SecretRef). `Serialize` lets the kit find the
+    /// secrets it must never see printed.
+    type Config: Serialize + DeserializeOwned + Clone + fmt::Debug + Send + Sync + 'static;
+    /// A connector for `config`: secrets resolved now, waits through `clock`,
+    /// access tokens (if the vendor uses any) from `tokens`, which outlives it.
+    fn connect(
+        config: Self::Config,
+        clock: Arc<dyn Clock>,
+        tokens: &TokenPool,
+    ) -> Result<Box<dyn PullConnector>, ConnectorError>;
 }
 
 /// A page on its way to the sink, and where the sink's answer goes.

@@ -505,3 +505,24 @@ impl PullConnector for EntraConnector {
         Some(self.api.wait_log())
     }
 }
+
+/// Entra as directory-sync registers it (one line of its connector registry):
+/// the kind `entra`, its secret fields, and a connector whose tokens come
+/// from the service's token pool. The conformance kit builds it the same way.
+#[derive(Debug)]
+pub struct Entra;
+
+impl muster_connector::ConnectorSpec for Entra {
+    const KIND: &'static str = "entra";
+    const TITLE: &'static str = "Microsoft Entra ID (Graph; changes by delta queries)";
+    const SECRET_FIELDS: &'static [&'static str] = SECRET_FIELDS;
+    type Config = EntraConfig;
+
+    fn connect(
+        config: EntraConfig,
+        clock: Arc<dyn Clock>,
+        tokens: &TokenPool,
+    ) -> Result<Box<dyn PullConnector>, ConnectorError> {
+        Ok(Box::new(EntraConnector::new(config, clock)?.with_token_pool(tokens)))
+    }
+}

@@ -15,7 +15,7 @@ use muster_connector::{
     ConnectorError, Cursor, HttpSettings, ManualClock, Membership, MemorySink, PullConnector, PullMode, PullOptions,
     SecretRef, TokenPool, run_pull,
 };
-use muster_connector_entra::{BATCH_CONCURRENCY, EntraConfig, EntraConnector, EntraCredential, EntraScope};
+use muster_connector_entra::{BATCH_CONCURRENCY, Entra, EntraConfig, EntraConnector, EntraCredential, EntraScope};
 
 fn clock() -> Arc<ManualClock> {
     // Near the real time: the fake checks assertion expiry with the wall clock.
@@ -48,6 +48,20 @@ fn app_config(fake: &EntraFake, dir: &tempfile::TempDir, service_principal_id: &
     }
 }
 
+/// The same config with a secret the tenant does not accept (or, for a
+/// certificate, a thumbprint it does not know).
+fn wrong_credentials(cfg: &EntraConfig, dir: &tempfile::TempDir) -> EntraConfig {
+    let credential = match &cfg.credential {
+        EntraCredential::ClientSecret { .. } => {
+            EntraCredential::ClientSecret { secret: secret_file(dir, "wrong", "not-the-client-secret") }
+        }
+        EntraCredential::Certificate { private_key, .. } => {
+            EntraCredential::Certificate { private_key: private_key.clone(), thumbprint: "00".repeat(20) }
+        }
+    };
+    EntraConfig { credential, ..cfg.clone() }
+}
+
 fn person(name: &str) -> FakeUser {
     FakeUser {
         user_name: format!("{name}@contoso.com"),
@@ -63,9 +77,7 @@ async fn conformance_with_client_secret() {
     let fake = EntraFake::start(3).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&fake, EntraCredential::ClientSecret { secret: secret_file(&dir, "s", CLIENT_SECRET) });
-    let c = clock.clone();
-    let connect = move || Box::new(EntraConnector::new(cfg.clone(), c.clone()).unwrap()) as Box<dyn PullConnector>;
-    run_conformance(&fake, &clock, &connect).await.unwrap();
+    run_conformance::<Entra>(&fake, &clock, cfg.clone(), wrong_credentials(&cfg, &dir)).await.unwrap();
     let requests = fake.requests();
     assert!(requests.iter().any(|r| r.contains("/v1.0/users/delta?%24select=") && r.contains("accountEnabled")));
     assert!(requests.iter().any(|r| r.contains("%24skiptoken=")));
@@ -79,9 +91,7 @@ async fn conformance_with_certificate_assertion() {
     let dir = tempfile::tempdir().unwrap();
     let key = secret_file(&dir, "k.pem", include_str!("test-key.pem"));
     let cfg = config(&fake, EntraCredential::Certificate { private_key: key, thumbprint: THUMBPRINT.into() });
-    let c = clock.clone();
-    let connect = move || Box::new(EntraConnector::new(cfg.clone(), c.clone()).unwrap()) as Box<dyn PullConnector>;
-    run_conformance(&fake, &clock, &connect).await.unwrap();
+    run_conformance::<Entra>(&fake, &clock, cfg.clone(), wrong_credentials(&cfg, &dir)).await.unwrap();
 }
 
 #[tokio::test]
@@ -141,10 +151,8 @@ async fn conformance_in_app_scope_through_group_assignments() {
     fake.set_auto_assign(false, true);
     let dir = tempfile::tempdir().unwrap();
     let cfg = app_config(&fake, &dir, SERVICE_PRINCIPAL_ID);
-    let c = clock.clone();
-    let connect = move || Box::new(EntraConnector::new(cfg.clone(), c.clone()).unwrap()) as Box<dyn PullConnector>;
-    assert!(!connect().capabilities().incremental);
-    run_conformance(&fake, &clock, &connect).await.unwrap();
+    assert!(!EntraConnector::new(cfg.clone(), clock.clone()).unwrap().capabilities().incremental);
+    run_conformance::<Entra>(&fake, &clock, cfg.clone(), wrong_credentials(&cfg, &dir)).await.unwrap();
     let requests = fake.requests();
     let assigned = format!("/v1.0/servicePrincipals/{SERVICE_PRINCIPAL_ID}/appRoleAssignedTo");
     assert!(requests.iter().any(|r| r.contains(&assigned) && r.contains("%24skiptoken=")), "assignments not paged");
@@ -162,9 +170,7 @@ async fn conformance_in_app_scope_through_user_assignments() {
     fake.set_auto_assign(true, true);
     let dir = tempfile::tempdir().unwrap();
     let cfg = app_config(&fake, &dir, SERVICE_PRINCIPAL_ID);
-    let c = clock.clone();
-    let connect = move || Box::new(EntraConnector::new(cfg.clone(), c.clone()).unwrap()) as Box<dyn PullConnector>;
-    run_conformance(&fake, &clock, &connect).await.unwrap();
+    run_conformance::<Entra>(&fake, &clock, cfg.clone(), wrong_credentials(&cfg, &dir)).await.unwrap();
 }
 
 #[tokio::test]
@@ -421,10 +427,8 @@ async fn conformance_behind_a_proxy_under_a_path() {
     assert!(fake.base.ends_with("/graph"));
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&fake, EntraCredential::ClientSecret { secret: secret_file(&dir, "s", CLIENT_SECRET) });
-    let c = clock.clone();
-    let connect = move || Box::new(EntraConnector::new(cfg.clone(), c.clone()).unwrap()) as Box<dyn PullConnector>;
     // The fake answers nothing outside /graph: a lost path fails the first request.
-    run_conformance(&fake, &clock, &connect).await.unwrap();
+    run_conformance::<Entra>(&fake, &clock, cfg.clone(), wrong_credentials(&cfg, &dir)).await.unwrap();
     let mut app = app_config(&fake, &dir, SERVICE_PRINCIPAL_ID);
     app.graph_url = format!("{}/", fake.base);
     fake.set_auto_assign(true, true);

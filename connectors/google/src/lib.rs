@@ -647,3 +647,24 @@ impl PullConnector for GoogleConnector {
         Some(self.api.wait_log())
     }
 }
+
+/// Google as directory-sync registers it (one line of its connector registry):
+/// the kind `google`, its secret fields, and a connector whose tokens come
+/// from the service's token pool. The conformance kit builds it the same way.
+#[derive(Debug)]
+pub struct Google;
+
+impl muster_connector::ConnectorSpec for Google {
+    const KIND: &'static str = "google";
+    const TITLE: &'static str = "Google Workspace (Admin SDK Directory API; a full listing every pull)";
+    const SECRET_FIELDS: &'static [&'static str] = SECRET_FIELDS;
+    type Config = GoogleConfig;
+
+    fn connect(
+        config: GoogleConfig,
+        clock: Arc<dyn Clock>,
+        tokens: &TokenPool,
+    ) -> Result<Box<dyn PullConnector>, ConnectorError> {
+        Ok(Box::new(GoogleConnector::new(config, clock)?.with_token_pool(tokens)))
+    }
+}

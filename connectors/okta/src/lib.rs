@@ -711,3 +711,24 @@ impl PullConnector for OktaConnector {
         Some(self.api.wait_log())
     }
 }
+
+/// Okta as directory-sync registers it (one line of its connector registry):
+/// the kind `okta`, its secret fields, and a connector whose tokens come
+/// from the service's token pool. The conformance kit builds it the same way.
+#[derive(Debug)]
+pub struct Okta;
+
+impl muster_connector::ConnectorSpec for Okta {
+    const KIND: &'static str = "okta";
+    const TITLE: &'static str = "Okta (Management API; changes by the System Log)";
+    const SECRET_FIELDS: &'static [&'static str] = SECRET_FIELDS;
+    type Config = OktaConfig;
+
+    fn connect(
+        config: OktaConfig,
+        clock: Arc<dyn Clock>,
+        tokens: &TokenPool,
+    ) -> Result<Box<dyn PullConnector>, ConnectorError> {
+        Ok(Box::new(OktaConnector::new(config, clock)?.with_token_pool(tokens)))
+    }
+}

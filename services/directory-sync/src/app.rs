@@ -146,7 +146,7 @@ impl DirectorySync {
 
     /// The SCIM base URL of a directory (empty for pull kinds).
     pub fn scim_url(&self, d: &Directory) -> String {
-        if d.kind == Kind::Scim {
+        if d.kind == Kind::SCIM {
             self.scim_base_url.replace("{directory_id}", &d.id).trim_end_matches('/').to_string()
         } else {
             String::new()
@@ -170,13 +170,13 @@ impl DirectorySync {
         let config_json = clean_config(kind, raw_config)?;
         check_interval(kind, interval)?;
         check_scim_log_days(kind, scim_log_days)?;
-        if kind != Kind::Scim {
+        if kind.is_pull() {
             self.puller()?.validate(kind, &config_json)?;
         }
         if !self.engine.up.parent_exists(parent_id).await? {
             return Err(SyncError::NotFound { what: "parent org", id: parent_id.to_string() });
         }
-        let token = (kind == Kind::Scim).then(new_scim_token);
+        let token = (kind == Kind::SCIM).then(new_scim_token);
         let d = self
             .store()
             .create_directory(NewDirectory {
@@ -225,7 +225,7 @@ impl DirectorySync {
         if let Some(days) = scim_log_days {
             check_scim_log_days(current.kind, days)?;
         }
-        if let (Some(c), true) = (config, current.kind != Kind::Scim) {
+        if let (Some(c), true) = (config, current.kind.is_pull()) {
             self.puller()?.validate(current.kind, &clean_config(current.kind, c)?)?;
         }
         let patch = DirectoryPatch {
@@ -377,7 +377,7 @@ impl DirectorySync {
     /// A new SCIM token; the old one stops working.
     pub async fn rotate_token(&self, id: &str, actor: &str) -> Result<(Directory, String), SyncError> {
         let d = self.get(id).await?;
-        if d.kind != Kind::Scim {
+        if d.kind != Kind::SCIM {
             return Err(SyncError::FailedPrecondition {
                 rule: "not_scim",
                 message: format!("directory {id} is a {} directory; only SCIM directories have a token", d.kind.name()),
@@ -458,7 +458,7 @@ impl DirectorySync {
         }
         let run = self.engine.start_run(dir, Trigger::SyncNow, actor).await?;
         let started = run.clone();
-        if d.kind != Kind::Scim {
+        if d.kind.is_pull() {
             // A pull kind: a full listing first, then the full reconcile (under the lease).
             let puller = self.puller()?.clone();
             tokio::spawn(async move {

@@ -16,23 +16,57 @@ pub fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
 }
 
-/// A directory kind from the wire.
-pub fn kind(raw: i32) -> Result<Kind, SyncError> {
-    match pb::DirectoryKind::try_from(raw) {
-        Ok(pb::DirectoryKind::Scim) => Ok(Kind::Scim),
-        Ok(pb::DirectoryKind::Okta) => Ok(Kind::Okta),
-        Ok(pb::DirectoryKind::Entra) => Ok(Kind::Entra),
-        Ok(pb::DirectoryKind::Google) => Ok(Kind::Google),
-        _ => Err(SyncError::invalid("kind_required", "kind", "kind must be scim, okta, entra or google")),
+fn kind_unknown(field: &'static str, what: String) -> SyncError {
+    SyncError::invalid(
+        "kind_unknown",
+        field,
+        format!("{what} is not a directory kind; the kinds are {}", Kind::names()),
+    )
+}
+
+/// A directory kind from the wire: `kind_name` (any kind of the registry,
+/// lowercased), or the legacy enum value of the kinds that have one. Both given
+/// must name the same kind.
+pub fn kind(raw: i32, kind_name: &str) -> Result<Kind, SyncError> {
+    let by_enum = match pb::DirectoryKind::try_from(raw) {
+        Ok(pb::DirectoryKind::Unspecified) => None,
+        Ok(value) => Some(Kind::from_proto(value).ok_or_else(|| kind_unknown("kind", format!("kind {raw}")))?),
+        Err(_) => return Err(kind_unknown("kind", format!("kind {raw}"))),
+    };
+    let name = kind_name.trim().to_ascii_lowercase();
+    let by_name = match name.as_str() {
+        "" => None,
+        name => Some(Kind::from_name(name).ok_or_else(|| kind_unknown("kind_name", format!("{kind_name:?}")))?),
+    };
+    match (by_enum, by_name) {
+        (Some(k), None) | (None, Some(k)) => Ok(k),
+        (Some(a), Some(b)) if a == b => Ok(a),
+        (Some(a), Some(b)) => Err(SyncError::invalid(
+            "kind_conflict",
+            "kind_name",
+            format!("kind says {} but kind_name says {}; give one", a.name(), b.name()),
+        )),
+        (None, None) => Err(SyncError::invalid(
+            "kind_required",
+            "kind_name",
+            format!("kind_name must name the directory's kind, one of {}", Kind::names()),
+        )),
     }
 }
 
+/// A kind's legacy enum value (`UNSPECIFIED` for a kind named by name only).
 pub fn kind_pb(k: Kind) -> pb::DirectoryKind {
-    match k {
-        Kind::Scim => pb::DirectoryKind::Scim,
-        Kind::Okta => pb::DirectoryKind::Okta,
-        Kind::Entra => pb::DirectoryKind::Entra,
-        Kind::Google => pb::DirectoryKind::Google,
+    k.proto()
+}
+
+/// A kind of the registry for the wire.
+pub fn kind_info_pb(k: Kind) -> pb::DirectoryKindInfo {
+    pb::DirectoryKindInfo {
+        name: k.name().to_string(),
+        title: k.title().to_string(),
+        pulled: k.is_pull(),
+        kind: k.proto() as i32,
+        secret_fields: k.secret_fields().unwrap_or_default().iter().map(|f| f.to_string()).collect(),
     }
 }
 
@@ -95,6 +129,7 @@ pub fn directory_pb(d: Directory, scim_base_url: String) -> pb::Directory {
         id: d.id,
         parent_id: d.parent_id,
         kind: kind_pb(d.kind) as i32,
+        kind_name: d.kind.name().to_string(),
         display_name: d.display_name,
         config_json: d.config_json,
         sync_interval_seconds: d.sync_interval_secs,
@@ -301,5 +336,37 @@ pub fn event_pb(e: DirEvent) -> pb::DirectoryEvent {
         data_json: e.data_json,
         previous_json: e.previous_json,
         time: Some(ts(e.created_at)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(e: SyncError) -> &'static str {
+        match e {
+            SyncError::InvalidArgument { rule, .. } => rule,
+            other => panic!("not an invalid argument: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_kind_comes_by_name_or_by_its_legacy_enum_value() {
+        let okta = Kind::from_name("okta").unwrap();
+        assert_eq!(kind(pb::DirectoryKind::Okta as i32, "").unwrap(), okta);
+        assert_eq!(kind(0, "okta").unwrap(), okta);
+        assert_eq!(kind(0, " Okta ").unwrap(), okta);
+        assert_eq!(kind(pb::DirectoryKind::Okta as i32, "okta").unwrap(), okta);
+        assert_eq!(kind(pb::DirectoryKind::Scim as i32, "").unwrap(), Kind::SCIM);
+        assert_eq!(rule(kind(pb::DirectoryKind::Okta as i32, "google").unwrap_err()), "kind_conflict");
+        assert_eq!(rule(kind(0, "").unwrap_err()), "kind_required");
+        assert_eq!(rule(kind(0, "okta2").unwrap_err()), "kind_unknown");
+        assert_eq!(rule(kind(99, "").unwrap_err()), "kind_unknown");
+        for k in Kind::all() {
+            assert_eq!(kind(0, k.name()).unwrap(), k);
+            assert_eq!(kind(kind_pb(k) as i32, k.name()).unwrap(), k);
+            let info = kind_info_pb(k);
+            assert_eq!((info.name.as_str(), info.pulled), (k.name(), k.is_pull()));
+        }
     }
 }

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use crate::app::{DirectorySync, actor_name};
 use crate::convert;
-use crate::domain::directory::State;
+use crate::domain::directory::{Kind, State};
 use crate::error::SyncError;
 use crate::store::SyncStore;
 
@@ -42,7 +42,7 @@ impl DirectoryService for DirectoryGrpc {
         r: Request<pb::CreateDirectoryRequest>,
     ) -> Result<Response<pb::CreateDirectoryResponse>, Status> {
         let r = r.into_inner();
-        let kind = convert::kind(r.kind)?;
+        let kind = convert::kind(r.kind, &r.kind_name)?;
         let brake = convert::brake(r.brake.as_ref())?;
         let (d, token) = self
             .app
@@ -141,7 +141,15 @@ impl DirectoryService for DirectoryGrpc {
             message: answer.message,
             problem: answer.problem.to_string(),
             kind: convert::kind_pb(d.kind) as i32,
+            kind_name: d.kind.name().to_string(),
         }))
+    }
+
+    async fn list_directory_kinds(
+        &self,
+        _r: Request<pb::ListDirectoryKindsRequest>,
+    ) -> Result<Response<pb::ListDirectoryKindsResponse>, Status> {
+        Ok(Response::new(pb::ListDirectoryKindsResponse { kinds: Kind::all().map(convert::kind_info_pb).collect() }))
     }
 
     async fn get_directory_status(

@@ -16,6 +16,7 @@ pub mod grpc;
 pub mod http;
 pub mod http_metrics;
 pub mod pull;
+pub mod registry;
 pub mod scim_log;
 pub mod store;
 pub mod upstream;

@@ -39,7 +39,7 @@ pub trait ConnectorFactory: Send + Sync {
     fn build(&self, kind: Kind, config_json: &str) -> Result<Box<dyn PullConnector>, ConnectorError>;
 }
 
-/// The Okta, Entra and Google connectors, waiting through `clock`.
+/// The connectors of the registry (`crate::registry`), waiting through `clock`.
 pub struct VendorConnectors {
     clock: Arc<dyn Clock>,
     /// Access tokens of every credential, kept across pulls (a connector lives one pull).
@@ -53,39 +53,13 @@ impl VendorConnectors {
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(kind: Kind, json: &str) -> Result<T, ConnectorError> {
-    serde_json::from_str(json).map_err(|e| ConnectorError::Config(format!("{} config: {e}", kind.name())))
-}
-
 impl ConnectorFactory for VendorConnectors {
     fn validate(&self, kind: Kind, config_json: &str) -> Result<(), ConnectorError> {
-        match kind {
-            Kind::Scim => Ok(()),
-            Kind::Okta => parse::<muster_connector_okta::OktaConfig>(kind, config_json).map(|_| ()),
-            Kind::Entra => parse::<muster_connector_entra::EntraConfig>(kind, config_json).map(|_| ()),
-            Kind::Google => parse::<muster_connector_google::GoogleConfig>(kind, config_json).map(|_| ()),
-        }
+        kind.validate(config_json)
     }
 
     fn build(&self, kind: Kind, config_json: &str) -> Result<Box<dyn PullConnector>, ConnectorError> {
-        let clock = self.clock.clone();
-        Ok(match kind {
-            Kind::Scim => {
-                return Err(ConnectorError::Config("a SCIM directory is pushed to; it has no connector".into()));
-            }
-            Kind::Okta => Box::new(
-                muster_connector_okta::OktaConnector::new(parse(kind, config_json)?, clock)?
-                    .with_token_pool(&self.tokens),
-            ),
-            Kind::Entra => Box::new(
-                muster_connector_entra::EntraConnector::new(parse(kind, config_json)?, clock)?
-                    .with_token_pool(&self.tokens),
-            ),
-            Kind::Google => Box::new(
-                muster_connector_google::GoogleConnector::new(parse(kind, config_json)?, clock)?
-                    .with_token_pool(&self.tokens),
-            ),
-        })
+        kind.build(config_json, self.clock.clone(), &self.tokens)
     }
 }
 
@@ -291,7 +265,7 @@ impl Puller {
 
     /// Runs the connector's `check()` for a directory.
     pub async fn check(&self, d: &Directory) -> Result<CheckAnswer, SyncError> {
-        if d.kind == Kind::Scim {
+        if !d.kind.is_pull() {
             return Err(SyncError::FailedPrecondition {
                 rule: "not_pull",
                 message: format!(

@@ -171,9 +171,10 @@ async fn drain_directory(engine: &Engine, dir: &str, holder: &str, lease_ttl: Du
         let seqs: Vec<i64> = entries.iter().map(|e| e.seq).collect();
         // A SCIM directory's queue is its pushes; a pull directory's is what a pull left
         // for the worker (more than its run takes, or its run failed).
-        let trigger = match engine.store.get_directory(&dir).await?.kind {
-            crate::domain::directory::Kind::Scim => Trigger::ScimPush,
-            _ => Trigger::QueuedChanges,
+        let trigger = if engine.store.get_directory(&dir).await?.kind.is_pull() {
+            Trigger::QueuedChanges
+        } else {
+            Trigger::ScimPush
         };
         let run = engine.start_run(&dir, trigger, &format!("system:{}", trigger.name())).await?;
         let run = engine.execute(run, Scope::Users(entries)).await;

@@ -144,6 +144,23 @@ fn the_readme_tour_works() {
     let dir = dirs[0]["id"].as_str().unwrap().to_string();
     assert_eq!(dirs[0]["authority"], "provisioning_only", "{dirs}");
 
+    // The kinds come from the service's connector registry, not from a list in the CLI.
+    let kinds = up.json(&["directory", "kinds"]);
+    let names: Vec<&str> = kinds.as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
+    assert_eq!(names[..4], ["scim", "okta", "entra", "google"], "{kinds}");
+    assert_eq!(kinds[0]["pulled"], false);
+    assert!(kinds[1]["secret_fields"].as_array().unwrap().contains(&serde_json::json!("auth.token")), "{kinds}");
+    let parent = dirs[0]["parent_id"].as_str().unwrap().to_string();
+    let typo = up.run(&["directory", "create", "--parent", &parent, "--kind", "okat", "--name", "Okta"]);
+    assert!(!typo.status.success());
+    let stderr = String::from_utf8_lossy(&typo.stderr);
+    assert!(stderr.contains("kind_unknown") && stderr.contains("okta, entra, google"), "{stderr}");
+    // A kind by name reaches the connector's own config check.
+    let bad =
+        up.run(&["directory", "create", "--parent", &parent, "--kind", "okta", "--name", "Okta", "--config", "{}"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("connector_config_invalid"));
+
     // `directory update` changes one brake field in place and keeps the others.
     let before = up.json(&["directory", "show", &dir]);
     let updated = up.json(&["directory", "update", &dir, "--name", "Acme IdP", "--brake-percent", "25"]);

@@ -5,53 +5,8 @@ use serde_json::Value;
 
 use super::brake::Brake;
 
-/// The kind of IdP connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// SCIM push.
-    Scim,
-    /// Okta API pull.
-    Okta,
-    /// Entra ID (Graph) pull.
-    Entra,
-    /// Google Workspace pull.
-    Google,
-}
-
-impl Kind {
-    /// Stored name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Scim => "scim",
-            Kind::Okta => "okta",
-            Kind::Entra => "entra",
-            Kind::Google => "google",
-        }
-    }
-
-    /// The config fields that hold secrets (dotted paths), as the kind's
-    /// connector crate declares them; `None` for SCIM, which has no connector
-    /// config.
-    pub fn secret_fields(self) -> Option<&'static [&'static str]> {
-        match self {
-            Kind::Scim => None,
-            Kind::Okta => Some(muster_connector_okta::SECRET_FIELDS),
-            Kind::Entra => Some(muster_connector_entra::SECRET_FIELDS),
-            Kind::Google => Some(muster_connector_google::SECRET_FIELDS),
-        }
-    }
-
-    /// From a stored name.
-    pub fn from_name(s: &str) -> Option<Self> {
-        Some(match s {
-            "scim" => Kind::Scim,
-            "okta" => Kind::Okta,
-            "entra" => Kind::Entra,
-            "google" => Kind::Google,
-            _ => return None,
-        })
-    }
-}
+/// A directory's kind: a line of the connector registry (`crate::registry`).
+pub use crate::registry::Kind;
 
 /// Whether a directory reconciles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,7 +73,7 @@ impl Authority {
 
     /// What a new directory of `kind` starts with.
     pub fn initial(kind: Kind) -> Self {
-        if kind == Kind::Scim { Authority::ProvisioningOnly } else { Authority::Authoritative }
+        if kind.is_pull() { Authority::Authoritative } else { Authority::ProvisioningOnly }
     }
 }
 
@@ -162,7 +117,7 @@ impl Directory {
     pub fn removes_unknown(&self) -> bool {
         self.state != State::Leaving
             && self.authority == Authority::Authoritative
-            && (self.kind == Kind::Scim || self.proven_at.is_some())
+            && (!self.kind.is_pull() || self.proven_at.is_some())
     }
 }
 
@@ -274,7 +229,7 @@ pub fn clean_config(kind: Kind, raw: &str) -> Result<String, InputError> {
 
 /// Checks a sync interval for the kind: SCIM directories are pushed to, so they take none.
 pub fn check_interval(kind: Kind, secs: u32) -> Result<(), InputError> {
-    if kind == Kind::Scim && secs != 0 {
+    if kind == Kind::SCIM && secs != 0 {
         return Err(input_error(
             "interval_not_for_scim",
             "sync_interval_seconds",
@@ -295,42 +250,46 @@ pub fn check_interval(kind: Kind, secs: u32) -> Result<(), InputError> {
 mod tests {
     use super::*;
 
+    fn kind(name: &str) -> Kind {
+        Kind::from_name(name).unwrap()
+    }
+
     #[test]
     fn secrets_must_be_references() {
-        assert_eq!(clean_config(Kind::Okta, "").unwrap(), "{}");
+        assert_eq!(clean_config(kind("okta"), "").unwrap(), "{}");
         let okta = r#"{"org_url":"https://acme.okta.com","auth":{"type":"api_token","token":{"env":"OKTA_TOKEN"}}}"#;
-        assert!(clean_config(Kind::Okta, okta).is_ok());
+        assert!(clean_config(kind("okta"), okta).is_ok());
         let inline = r#"{"org_url":"https://acme.okta.com","auth":{"type":"api_token","token":"00abc"}}"#;
-        let err = clean_config(Kind::Okta, inline).unwrap_err();
+        let err = clean_config(kind("okta"), inline).unwrap_err();
         assert_eq!(err.rule, "secret_inline");
         assert!(err.message.contains("auth.token"), "{}", err.message);
         assert!(!err.message.contains("00abc"));
         let key = r#"{"auth":{"type":"private_key_jwt","client_id":"c","private_key":"-----BEGIN"}}"#;
-        assert_eq!(clean_config(Kind::Okta, key).unwrap_err().rule, "secret_inline");
+        assert_eq!(clean_config(kind("okta"), key).unwrap_err().rule, "secret_inline");
         let entra = r#"{"tenant_id":"t","client_id":"c","credential":{"type":"client_secret","secret":"hunter2"}}"#;
-        let err = clean_config(Kind::Entra, entra).unwrap_err();
+        let err = clean_config(kind("entra"), entra).unwrap_err();
         assert!(err.message.contains("credential.secret") && !err.message.contains("hunter2"), "{}", err.message);
         let cert = r#"{"credential":{"type":"certificate","private_key":"-----BEGIN","thumbprint":"ab"}}"#;
-        assert_eq!(clean_config(Kind::Entra, cert).unwrap_err().rule, "secret_inline");
+        assert_eq!(clean_config(kind("entra"), cert).unwrap_err().rule, "secret_inline");
         let google = r#"{"service_account_key":"{\"private_key\":\"x\"}","admin_email":"a@b.c"}"#;
-        assert_eq!(clean_config(Kind::Google, google).unwrap_err().rule, "secret_inline");
+        assert_eq!(clean_config(kind("google"), google).unwrap_err().rule, "secret_inline");
         // A SCIM config has no connector to declare its secrets: names decide.
-        let err = clean_config(Kind::Scim, r#"{"auth":{"client_secret":"hunter2"}}"#).unwrap_err();
+        let err = clean_config(Kind::SCIM, r#"{"auth":{"client_secret":"hunter2"}}"#).unwrap_err();
         assert_eq!(err.rule, "secret_inline");
         assert!(err.message.contains("auth.client_secret"), "{}", err.message);
-        assert_eq!(clean_config(Kind::Okta, "[1]").unwrap_err().rule, "config_not_object");
-        assert_eq!(clean_config(Kind::Okta, "{").unwrap_err().rule, "config_not_json");
+        assert_eq!(clean_config(kind("okta"), "[1]").unwrap_err().rule, "config_not_object");
+        assert_eq!(clean_config(kind("okta"), "{").unwrap_err().rule, "config_not_json");
     }
 
     #[test]
     fn only_declared_fields_are_secrets() {
         // Google's documented token_url is a URL: given inline, as it must be.
         let google = r#"{"service_account_key":{"file":"/run/secrets/key.json"},"admin_email":"a@b.c","token_url":"https://oauth2.googleapis.com/token"}"#;
-        let stored = clean_config(Kind::Google, google).unwrap();
+        let stored = clean_config(kind("google"), google).unwrap();
         assert!(stored.contains("\"token_url\":\"https://oauth2.googleapis.com/token\""), "{stored}");
         // Entra's token_scope names no secret either.
         let entra = r#"{"tenant_id":"t","client_id":"c","token_scope":"https://graph.microsoft.us/.default","credential":{"type":"client_secret","secret":{"env":"S"}}}"#;
-        assert!(clean_config(Kind::Entra, entra).is_ok());
+        assert!(clean_config(kind("entra"), entra).is_ok());
     }
 
     /// The dotted paths under `v` whose value is a secret reference.
@@ -350,7 +309,7 @@ mod tests {
         let r = || SecretRef::Env("X".into());
         let configs: Vec<(Kind, Value)> = vec![
             (
-                Kind::Okta,
+                kind("okta"),
                 serde_json::to_value(muster_connector_okta::OktaConfig {
                     org_url: "https://o".into(),
                     auth: muster_connector_okta::OktaAuth::ApiToken { token: r() },
@@ -362,7 +321,7 @@ mod tests {
                 .unwrap(),
             ),
             (
-                Kind::Okta,
+                kind("okta"),
                 serde_json::to_value(muster_connector_okta::OktaConfig {
                     org_url: "https://o".into(),
                     auth: muster_connector_okta::OktaAuth::PrivateKeyJwt {
@@ -379,7 +338,7 @@ mod tests {
                 .unwrap(),
             ),
             (
-                Kind::Entra,
+                kind("entra"),
                 serde_json::to_value(muster_connector_entra::EntraConfig {
                     tenant_id: "t".into(),
                     client_id: "c".into(),
@@ -393,7 +352,7 @@ mod tests {
                 .unwrap(),
             ),
             (
-                Kind::Entra,
+                kind("entra"),
                 serde_json::to_value(muster_connector_entra::EntraConfig {
                     tenant_id: "t".into(),
                     client_id: "c".into(),
@@ -410,7 +369,7 @@ mod tests {
                 .unwrap(),
             ),
             (
-                Kind::Google,
+                kind("google"),
                 serde_json::to_value(muster_connector_google::GoogleConfig {
                     service_account_key: r(),
                     admin_email: "a@b.c".into(),
@@ -441,9 +400,9 @@ mod tests {
     fn names_and_intervals() {
         assert_eq!(clean_name("  Okta prod ").unwrap(), "Okta prod");
         assert!(clean_name(" ").is_err());
-        assert!(check_interval(Kind::Scim, 0).is_ok());
-        assert_eq!(check_interval(Kind::Scim, 300).unwrap_err().rule, "interval_not_for_scim");
-        assert_eq!(check_interval(Kind::Okta, 5).unwrap_err().rule, "interval_too_short");
-        assert!(check_interval(Kind::Okta, 900).is_ok());
+        assert!(check_interval(Kind::SCIM, 0).is_ok());
+        assert_eq!(check_interval(Kind::SCIM, 300).unwrap_err().rule, "interval_not_for_scim");
+        assert_eq!(check_interval(kind("okta"), 5).unwrap_err().rule, "interval_too_short");
+        assert!(check_interval(kind("okta"), 900).is_ok());
     }
 }

@@ -178,11 +178,11 @@ mod tests {
     }
 
     fn scim(id: &str) -> Directory {
-        dir(id, Kind::Scim, Authority::ProvisioningOnly, false, State::Active)
+        dir(id, Kind::SCIM, Authority::ProvisioningOnly, false, State::Active)
     }
 
     fn okta(id: &str, proven: bool) -> Directory {
-        dir(id, Kind::Okta, Authority::Authoritative, proven, State::Active)
+        dir(id, Kind::from_name("okta").unwrap(), Authority::Authoritative, proven, State::Active)
     }
 
     #[test]
@@ -227,9 +227,9 @@ mod tests {
         assert!(
             matches!(verdict(&[scim("a"), okta("b", true)], &nobody), Verdict::Gone { why } if why.contains("B is authoritative"))
         );
-        let marked = dir("a", Kind::Scim, Authority::Authoritative, false, State::Active);
+        let marked = dir("a", Kind::SCIM, Authority::Authoritative, false, State::Active);
         assert!(matches!(verdict(&[marked], &nobody), Verdict::Gone { .. }));
-        let leaving = dir("b", Kind::Okta, Authority::Authoritative, true, State::Leaving);
+        let leaving = dir("b", Kind::from_name("okta").unwrap(), Authority::Authoritative, true, State::Leaving);
         assert!(
             matches!(verdict(&[leaving], &nobody), Verdict::Unknown { .. }),
             "a leaving directory removes only its own"
@@ -238,7 +238,7 @@ mod tests {
 
     #[test]
     fn a_leaving_directory_assigns_nobody_but_lets_its_own_go() {
-        let dirs = [dir("a", Kind::Scim, Authority::ProvisioningOnly, false, State::Leaving), scim("b")];
+        let dirs = [dir("a", Kind::SCIM, Authority::ProvisioningOnly, false, State::Leaving), scim("b")];
         let only_a = Evidence { sightings: vec![seen("a", true, true, &["admins"])], deleted_in: vec![] };
         assert!(matches!(verdict(&dirs, &only_a), Verdict::Gone { why } if why.contains("being deleted")));
         let also_b = Evidence {
@@ -269,7 +269,7 @@ mod tests {
 
     #[test]
     fn a_paused_directory_still_assigns() {
-        let dirs = [dir("a", Kind::Scim, Authority::ProvisioningOnly, false, State::Paused)];
+        let dirs = [dir("a", Kind::SCIM, Authority::ProvisioningOnly, false, State::Paused)];
         let ev = Evidence { sightings: vec![seen("a", true, true, &[])], deleted_in: vec![] };
         assert!(matches!(verdict(&dirs, &ev), Verdict::Assigned { .. }));
     }

@@ -21,7 +21,7 @@ pub fn check_scim_log_days(kind: Kind, days: u32) -> Result<(), InputError> {
     if days == 0 {
         return Ok(());
     }
-    if kind != Kind::Scim {
+    if kind != Kind::SCIM {
         return Err(InputError {
             rule: "scim_log_not_for_pull",
             field: "scim_log_days",
@@ -250,11 +250,11 @@ mod tests {
 
     #[test]
     fn retention_and_paths() {
-        assert!(check_scim_log_days(Kind::Scim, 0).is_ok());
-        assert!(check_scim_log_days(Kind::Scim, 7).is_ok());
-        assert!(check_scim_log_days(Kind::Okta, 0).is_ok());
-        assert_eq!(check_scim_log_days(Kind::Okta, 7).unwrap_err().rule, "scim_log_not_for_pull");
-        assert_eq!(check_scim_log_days(Kind::Scim, 91).unwrap_err().rule, "scim_log_days_out_of_range");
+        assert!(check_scim_log_days(Kind::SCIM, 0).is_ok());
+        assert!(check_scim_log_days(Kind::SCIM, 7).is_ok());
+        assert!(check_scim_log_days(Kind::from_name("okta").unwrap(), 0).is_ok());
+        assert_eq!(check_scim_log_days(Kind::from_name("okta").unwrap(), 7).unwrap_err().rule, "scim_log_not_for_pull");
+        assert_eq!(check_scim_log_days(Kind::SCIM, 91).unwrap_err().rule, "scim_log_days_out_of_range");
         assert_eq!(directory_of_path("/scim/v2/abc/Users/1"), Some("abc"));
         assert_eq!(directory_of_path("/scim/v2/abc"), Some("abc"));
         assert_eq!(directory_of_path("/scim/v2/"), None);

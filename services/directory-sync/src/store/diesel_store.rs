@@ -386,7 +386,7 @@ fn load_directory(conn: &mut DbConnection, id: &str) -> Result<Directory, SyncEr
 
 /// Fills in when each pull directory's last full listing completed (its proof).
 fn with_proof(conn: &mut DbConnection, mut dirs: Vec<Directory>) -> Result<Vec<Directory>, SyncError> {
-    let ids: Vec<String> = dirs.iter().filter(|d| d.kind != Kind::Scim).map(|d| d.id.clone()).collect();
+    let ids: Vec<String> = dirs.iter().filter(|d| d.kind.is_pull()).map(|d| d.id.clone()).collect();
     if ids.is_empty() {
         return Ok(dirs);
     }
@@ -1119,7 +1119,7 @@ mod heartbeat_tests {
         let dir = store
             .create_directory(NewDirectory {
                 parent_id: "p".into(),
-                kind: crate::domain::directory::Kind::Scim,
+                kind: crate::domain::directory::Kind::SCIM,
                 display_name: "d".into(),
                 config_json: "{}".into(),
                 sync_interval_secs: 0,

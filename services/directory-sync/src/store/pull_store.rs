@@ -23,6 +23,7 @@ use super::diesel_store::{
 };
 use super::schema::{dir_groups, dir_members, dir_user_emails, dir_users, directories, pull_state, reconcile_queue};
 use super::scim_store::{all_emails, group_json, member_event, queue_row, user_json};
+use crate::domain::directory::Kind;
 use crate::domain::mirror::{display_name_of, email_of};
 use crate::domain::pull::{group_attributes, group_hash, mirror_id, user_attributes, user_hash};
 use crate::error::SyncError;
@@ -103,9 +104,6 @@ fn naive(t: DateTime<Utc>) -> NaiveDateTime {
 fn later(t: DateTime<Utc>, by: Duration) -> NaiveDateTime {
     naive(t + chrono::Duration::from_std(by).unwrap_or(chrono::Duration::days(365)))
 }
-
-/// The kinds that are pulled.
-const PULL_KINDS: [&str; 3] = ["okta", "entra", "google"];
 
 fn lease_lost(dir: &str) -> SyncError {
     SyncError::FailedPrecondition {
@@ -789,7 +787,7 @@ impl DieselStore {
         self.db
             .run(move |conn| {
                 let dirs: Vec<String> = directories::table
-                    .filter(directories::kind.eq_any(PULL_KINDS))
+                    .filter(directories::kind.eq_any(Kind::pull_names()))
                     .filter(directories::state.eq("active"))
                     .order(directories::id)
                     .select(directories::id)

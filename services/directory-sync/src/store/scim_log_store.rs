@@ -104,7 +104,7 @@ impl DieselStore {
                     .first(conn)
                     .optional()?;
                 Ok::<_, SyncError>(match found {
-                    Some((kind, days)) if kind == Kind::Scim.name() => u32::try_from(days).unwrap_or(0),
+                    Some((kind, days)) if kind == Kind::SCIM.name() => u32::try_from(days).unwrap_or(0),
                     _ => 0,
                 })
             })
@@ -204,7 +204,7 @@ mod tests {
         let d = s
             .create_directory(NewDirectory {
                 parent_id: "p".into(),
-                kind: Kind::Scim,
+                kind: Kind::SCIM,
                 display_name: "d".into(),
                 config_json: "{}".into(),
                 sync_interval_secs: 0,

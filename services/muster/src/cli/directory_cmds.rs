@@ -21,8 +21,12 @@ fn enum_name(s: &str, prefix: &str) -> String {
     s.trim_start_matches(prefix).to_lowercase()
 }
 
-fn kind_name(raw: i32) -> String {
-    pb::DirectoryKind::try_from(raw).map(|k| enum_name(k.as_str_name(), "DIRECTORY_KIND_")).unwrap_or_default()
+/// A directory's kind by name; a service older than `kind_name` sends only the enum.
+fn kind_name(d: &pb::Directory) -> String {
+    if !d.kind_name.is_empty() {
+        return d.kind_name.clone();
+    }
+    pb::DirectoryKind::try_from(d.kind).map(|k| enum_name(k.as_str_name(), "DIRECTORY_KIND_")).unwrap_or_default()
 }
 
 fn state_name(raw: i32) -> String {
@@ -51,30 +55,6 @@ fn item_kind(raw: i32) -> String {
     pb::RunItemKind::try_from(raw).map(|k| enum_name(k.as_str_name(), "RUN_ITEM_KIND_")).unwrap_or_default()
 }
 
-/// Directory kinds on the command line.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum KindArg {
-    /// SCIM push.
-    Scim,
-    /// Okta API.
-    Okta,
-    /// Entra ID.
-    Entra,
-    /// Google Workspace.
-    Google,
-}
-
-impl KindArg {
-    fn pb(self) -> pb::DirectoryKind {
-        match self {
-            KindArg::Scim => pb::DirectoryKind::Scim,
-            KindArg::Okta => pb::DirectoryKind::Okta,
-            KindArg::Entra => pb::DirectoryKind::Entra,
-            KindArg::Google => pb::DirectoryKind::Google,
-        }
-    }
-}
-
 /// Provisioning modes for a preview.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum ModeArg {
@@ -94,9 +74,11 @@ pub enum DirectoryCmd {
         /// The parent org it serves.
         #[arg(long)]
         parent: String,
-        /// The kind of IdP connection.
-        #[arg(long, value_enum, default_value = "scim")]
-        kind: KindArg,
+        /// The kind of IdP connection by name: `scim`, or a pull connector such as
+        /// `okta`. The service checks it against its connector registry;
+        /// `muster directory kinds` lists what it offers.
+        #[arg(long, default_value = "scim")]
+        kind: String,
         /// Display name.
         #[arg(long)]
         name: String,
@@ -278,6 +260,9 @@ pub enum DirectoryCmd {
         #[arg(long, default_value = "")]
         directory: String,
     },
+    /// The directory kinds the service offers (its connector registry): what
+    /// `create --kind` takes, and which config fields must be secret references.
+    Kinds,
 }
 
 /// `muster directory preview`
@@ -308,7 +293,7 @@ pub struct PreviewArgs {
 fn directory_json(d: &pb::Directory) -> Value {
     let brake = d.brake.unwrap_or_default();
     json!({
-        "id": d.id, "parent_id": d.parent_id, "kind": kind_name(d.kind), "name": d.display_name,
+        "id": d.id, "parent_id": d.parent_id, "kind": kind_name(d), "name": d.display_name,
         "state": state_name(d.state), "scim_base_url": d.scim_base_url, "config": d.config_json,
         "sync_interval_seconds": d.sync_interval_seconds, "scim_log_days": d.scim_log_days,
         "brake": {"max_removal_percent": brake.max_removal_percent, "min_removals": brake.min_removals,
@@ -557,7 +542,8 @@ pub async fn directory(conn: &Connection, out: Output, cmd: DirectoryCmd) -> any
             let r = d
                 .create_directory(pb::CreateDirectoryRequest {
                     parent_id: parent,
-                    kind: kind.pb() as i32,
+                    kind: pb::DirectoryKind::Unspecified as i32,
+                    kind_name: kind,
                     display_name: name,
                     config_json: config,
                     sync_interval_seconds: interval,
@@ -575,7 +561,7 @@ pub async fn directory(conn: &Connection, out: Output, cmd: DirectoryCmd) -> any
             let mut v = directory_json(&dir);
             v["scim_token"] = json!(r.scim_token);
             out.print(v, || {
-                let mut s = format!("directory {} ({}) created\n  {}", dir.id, kind_name(dir.kind), authority_text(&dir));
+                let mut s = format!("directory {} ({}) created\n  {}", dir.id, kind_name(&dir), authority_text(&dir));
                 if !r.scim_token.is_empty() {
                     s.push_str(&format!(
                         "\n  SCIM base URL  {}\n  SCIM token     {}\n  (the token is shown only now; `muster directory rotate-token {}` makes a new one)",
@@ -625,9 +611,7 @@ pub async fn directory(conn: &Connection, out: Output, cmd: DirectoryCmd) -> any
                 .await?
                 .into_inner();
             let v = directory_json(&dir);
-            out.print(v, || {
-                format!("directory {} ({}) updated\n  {}", dir.id, kind_name(dir.kind), authority_text(&dir))
-            });
+            out.print(v, || format!("directory {} ({}) updated\n  {}", dir.id, kind_name(&dir), authority_text(&dir)));
         }
         DirectoryCmd::List { parent } => {
             let mut all = Vec::new();
@@ -652,7 +636,7 @@ pub async fn directory(conn: &Connection, out: Output, cmd: DirectoryCmd) -> any
                 for x in &all {
                     t.row(vec![
                         x.id.clone(),
-                        kind_name(x.kind),
+                        kind_name(x),
                         x.display_name.clone(),
                         state_name(x.state),
                         x.parent_id.clone(),
@@ -678,7 +662,7 @@ pub async fn directory(conn: &Connection, out: Output, cmd: DirectoryCmd) -> any
                 let mut text = format!(
                     "{} ({}, {})  {}\n  parent      {}\n  scim url    {}\n  mirror      {} users ({} active), {} groups\n  queued      {}\n  held runs   {}\n  brake       more than {}% of an org and at least {} people within {} s\n  authority   {}",
                     dir.display_name,
-                    kind_name(dir.kind),
+                    kind_name(&dir),
                     state_name(dir.state),
                     dir.id,
                     dir.parent_id,
@@ -1038,6 +1022,23 @@ pub async fn directory(conn: &Connection, out: Output, cmd: DirectoryCmd) -> any
                     s.push_str(&format!("\nwarning: {w}"));
                 }
                 s
+            });
+        }
+        DirectoryCmd::Kinds => {
+            let kinds = d.list_directory_kinds(pb::ListDirectoryKindsRequest {}).await?.into_inner().kinds;
+            let json = kinds
+                .iter()
+                .map(
+                    |k| json!({"name": k.name, "title": k.title, "pulled": k.pulled, "secret_fields": k.secret_fields}),
+                )
+                .collect::<Vec<_>>();
+            out.print(json!(json), || {
+                let mut t = Table::new(&["kind", "source", "secret fields", "what"]);
+                for k in &kinds {
+                    let source = if k.pulled { "pulled" } else { "pushed" };
+                    t.row(vec![k.name.clone(), source.into(), k.secret_fields.join(", "), k.title.clone()]);
+                }
+                t.render()
             });
         }
         DirectoryCmd::Lag { directory } => {
