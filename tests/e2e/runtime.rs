@@ -279,3 +279,104 @@ async fn scim_port_health_and_metrics(kind: DbKind) {
     assert!(!text.contains("secret-looking-id-42") && !text.contains("d-probe"), "raw paths never become labels");
     cluster.stop().await;
 }
+
+/// The SCIM port's limits, each broken on purpose: a token over its rate gets SCIM's
+/// 429 with Retry-After in whole seconds, a request whose body never finishes gets 408,
+/// a silent connection is closed, and connections over the maximum wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scim_port_limits_rate_time_and_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cluster = TestCluster::start(DbKind::Sqlite).await;
+    let mut config = cluster.directory_config();
+    config.http.token_requests_per_second = 1;
+    config.http.token_burst = 2;
+    config.http.request_timeout_secs = 1;
+    config.http.idle_timeout_secs = 3;
+    config.http.max_connections = 2;
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = http.local_addr().unwrap();
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(muster_directory_sync::run(
+        config,
+        muster_directory_sync::Listeners { grpc, http },
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        },
+        muster_runtime::metrics::RpcMetrics::new(),
+    ));
+    let base = format!("http://{addr}");
+    let client = reqwest::Client::new();
+    super::support::until("the SCIM port", || async { client.get(format!("{base}/healthz")).send().await.is_ok() })
+        .await;
+
+    // Rate: a burst of 2, then 429 with a whole-second Retry-After, as SCIM JSON.
+    let mut statuses = Vec::new();
+    let mut last = None;
+    for _ in 0..4 {
+        let r = client.get(format!("{base}/scim/v2/d1/Users")).bearer_auth("tok-a").send().await.unwrap();
+        statuses.push(r.status().as_u16());
+        last = Some(r);
+    }
+    assert_eq!(&statuses[..2], &[401, 401], "within the burst the router answers: {statuses:?}");
+    assert_eq!(statuses[3], 429, "{statuses:?}");
+    let last = last.unwrap();
+    let retry: u64 = last.headers()["retry-after"].to_str().unwrap().parse().expect("whole seconds");
+    assert!(retry >= 1);
+    let body: serde_json::Value = last.json().await.unwrap();
+    assert_eq!(body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error");
+    assert_eq!(body["status"], "429");
+    // Another token has its own share; the probe has none to lose.
+    let other = client.get(format!("{base}/scim/v2/d1/Users")).bearer_auth("tok-b").send().await.unwrap();
+    assert_eq!(other.status(), 401);
+    assert_eq!(client.get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
+
+    // A body that never finishes: 408 after the request deadline (a real directory, so
+    // the router reads the body instead of refusing the token first).
+    let (parent, _) = cluster
+        .enterprise_org(pb::SettingsInput { mode: pb::ProvisioningMode::Manual as i32, ..Default::default() })
+        .await;
+    let created = cluster
+        .directory()
+        .create_directory(muster_proto::directory::v1::CreateDirectoryRequest {
+            parent_id: parent,
+            kind: muster_proto::directory::v1::DirectoryKind::Scim as i32,
+            display_name: "Slow IdP".into(),
+            actor: super::support::admin(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let dir = created.directory.unwrap().id;
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /scim/v2/{dir}/Users HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/scim+json\r\ncontent-length: 100\r\n\r\n{{\"userName\"",
+        created.scim_token
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), slow.read(&mut answer)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&answer[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    drop(slow);
+
+    // A silent connection is closed after the idle timeout.
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), silent.read(&mut answer)).await.unwrap();
+    assert!(matches!(n, Ok(0) | Err(_)), "closed, not answered: {n:?}");
+    drop(silent);
+
+    // Two connections held open: a third waits until one goes (they close when idle).
+    let a = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let b = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let third = reqwest::Client::new().get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(third.status(), 200);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(500), "served only once a slot freed");
+    drop((a, b));
+
+    let _ = stop.send(true);
+    task.await.unwrap().unwrap();
+    cluster.stop().await;
+}

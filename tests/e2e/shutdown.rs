@@ -108,110 +108,127 @@ fn want(people: &[(&str, &str)]) -> Vec<(String, String)> {
     people.iter().map(|(e, r)| (format!("{e}@example.com"), r.to_string())).collect()
 }
 
-async fn stop_mid_pull(kind: DbKind) {
-    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
-    let okta = OktaFake::start(2, false, clock.clone()).await;
-    let proxy = HangingProxy::start(&okta.base).await;
-    let secrets = tempfile::tempdir().unwrap();
-    let token = secrets.path().join("okta-token");
-    std::fs::write(&token, API_TOKEN).unwrap();
+/// A cluster whose directory-sync pulls an Okta fake through a [`HangingProxy`]: a
+/// parent with one scim + AGM org (admins -> Admin, everyone -> User), ann (an admin)
+/// and bob in the IdP, and the Okta directory.
+struct OktaWorld {
+    cluster: TestCluster,
+    okta: OktaFake,
+    proxy: HangingProxy,
+    everyone: String,
+    org: String,
+    dir: String,
+    _secrets: tempfile::TempDir,
+}
 
-    let everyone = okta.create_group("everyone");
-    let admins = okta.create_group("admins");
-    let ann = okta.create_user(&person("ann"));
-    let bob = okta.create_user(&person("bob"));
-    for u in [&ann, &bob] {
-        okta.add_member(&everyone, u);
+impl OktaWorld {
+    /// With `replica` as directory-sync's replica name; with the IdP hanging from the
+    /// start when `hang`.
+    async fn start(kind: DbKind, replica: Option<&str>, hang: bool) -> Self {
+        let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+        let okta = OktaFake::start(2, false, clock.clone()).await;
+        let proxy = HangingProxy::start(&okta.base).await;
+        let secrets = tempfile::tempdir().unwrap();
+        let token = secrets.path().join("okta-token");
+        std::fs::write(&token, API_TOKEN).unwrap();
+        let everyone = okta.create_group("everyone");
+        let admins = okta.create_group("admins");
+        let ann = okta.create_user(&person("ann"));
+        let bob = okta.create_user(&person("bob"));
+        for u in [&ann, &bob] {
+            okta.add_member(&everyone, u);
+        }
+        okta.add_member(&admins, &ann);
+
+        let mut cluster = TestCluster::start(kind).await;
+        cluster.stop_directory().await;
+        cluster.connector_clock = Some(clock);
+        cluster.replica_name = replica.map(str::to_string);
+        cluster.start_directory().await;
+        let (parent, org) = cluster
+            .enterprise_org(ppb::SettingsInput {
+                mode: ppb::ProvisioningMode::Scim as i32,
+                advanced_group_mapping: true,
+                role_mappings: vec![
+                    ppb::RoleMapping { role: "Admin".into(), groups: vec![named("admins")] },
+                    ppb::RoleMapping { role: "User".into(), groups: vec![named("everyone")] },
+                ],
+                seat_tier_mappings: vec![],
+            })
+            .await;
+        proxy.hang.store(hang, Ordering::SeqCst);
+        let config = json!({"org_url": proxy.url, "page_size": 2,
+                            "auth": {"type": "api_token", "token": {"file": token.to_string_lossy()}}});
+        let dir = cluster
+            .directory()
+            .create_directory(dpb::CreateDirectoryRequest {
+                parent_id: parent,
+                kind: dpb::DirectoryKind::Okta as i32,
+                display_name: "Okta".into(),
+                config_json: config.to_string(),
+                sync_interval_seconds: 300,
+                actor: admin(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .directory
+            .unwrap()
+            .id;
+        Self { cluster, okta, proxy, everyone, org, dir, _secrets: secrets }
     }
-    okta.add_member(&admins, &ann);
 
-    let mut cluster = TestCluster::start(kind).await;
-    cluster.stop_directory().await;
-    cluster.connector_clock = Some(clock.clone());
-    cluster.start_directory().await;
-    let (parent, org) = cluster
-        .enterprise_org(ppb::SettingsInput {
-            mode: ppb::ProvisioningMode::Scim as i32,
-            advanced_group_mapping: true,
-            role_mappings: vec![
-                ppb::RoleMapping { role: "Admin".into(), groups: vec![named("admins")] },
-                ppb::RoleMapping { role: "User".into(), groups: vec![named("everyone")] },
-            ],
-            seat_tier_mappings: vec![],
+    async fn roles(&self) -> Vec<(String, String)> {
+        roles(&mut self.cluster.membership(), &self.org).await
+    }
+
+    async fn until_roles(&self, people: &[(&str, &str)]) {
+        let want = want(people);
+        until("the members", || {
+            let want = want.clone();
+            async move { self.roles().await == want }
         })
         .await;
-    let config = json!({"org_url": proxy.url, "page_size": 2,
-                        "auth": {"type": "api_token", "token": {"file": token.to_string_lossy()}}});
-    let dir = cluster
-        .directory()
-        .create_directory(dpb::CreateDirectoryRequest {
-            parent_id: parent,
-            kind: dpb::DirectoryKind::Okta as i32,
-            display_name: "Okta".into(),
-            config_json: config.to_string(),
-            sync_interval_seconds: 300,
-            actor: admin(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .directory
-        .unwrap()
-        .id;
-    let mut membership = cluster.membership();
-    let first = want(&[("ann", "Admin"), ("bob", "User")]);
-    until("the first pull's members", || {
-        let mut m = membership.clone();
-        let (org, first) = (org.clone(), first.clone());
-        async move { roles(&mut m, &org).await == first }
-    })
-    .await;
+    }
 
-    // A change waits in the System Log; then the IdP hangs, mid-pull.
-    let cid = okta.create_user(&person("cid"));
-    okta.add_member(&everyone, &cid);
-    proxy.hang.store(true, Ordering::SeqCst);
-    until("a pull to be stuck on the hanging IdP", || async { proxy.held.load(Ordering::SeqCst) > 0 }).await;
-
-    // The stop cancels the pull, well within the grace (5 s in tests), whatever the
-    // IdP does; it is not merely abandoned when the grace runs out. Before, it waited
-    // for the request's own timeout and every retry after it.
-    let stopped = tokio::time::timeout(Duration::from_secs(4), cluster.stop_directory()).await;
-    assert!(stopped.is_ok(), "directory-sync did not stop promptly while a pull hung");
-
-    // The IdP answers again; the next start resumes the change feed where it was.
-    let before_restart = okta.requests().len();
-    proxy.hang.store(false, Ordering::SeqCst);
-    cluster.start_directory().await;
-    let all = want(&[("ann", "Admin"), ("bob", "User"), ("cid", "User")]);
-    let waited = tokio::time::timeout(Duration::from_secs(20), async {
-        while roles(&mut membership, &org).await != all {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    if waited.is_err() {
-        let runs = cluster
+    async fn runs(&self) -> Vec<dpb::SyncRun> {
+        self.cluster
             .directory()
             .list_sync_runs(dpb::ListSyncRunsRequest {
-                directory_id: dir.clone(),
-                page_size: 20,
+                directory_id: self.dir.clone(),
+                page_size: 100,
                 page_token: String::new(),
             })
             .await
             .unwrap()
             .into_inner()
-            .runs;
-        panic!(
-            "the resumed pull did not bring cid in: {:?}\nrequests since restart: {:?}\nruns: {:?}",
-            roles(&mut membership, &org).await,
-            &okta.requests()[before_restart..],
-            runs.iter().map(|r| (r.trigger, r.state, &r.outcome, &r.error)).collect::<Vec<_>>()
-        );
+            .runs
     }
+}
 
-    let after: Vec<String> = okta.requests()[before_restart..].to_vec();
+async fn stop_mid_pull(kind: DbKind) {
+    let mut w = OktaWorld::start(kind, None, false).await;
+    w.until_roles(&[("ann", "Admin"), ("bob", "User")]).await;
+
+    // A change waits in the System Log; then the IdP hangs, mid-pull.
+    let cid = w.okta.create_user(&person("cid"));
+    w.okta.add_member(&w.everyone, &cid);
+    w.proxy.hang.store(true, Ordering::SeqCst);
+    until("a pull to be stuck on the hanging IdP", || async { w.proxy.held.load(Ordering::SeqCst) > 0 }).await;
+
+    // The stop cancels the pull, well within the grace (5 s in tests), whatever the
+    // IdP does; it is not merely abandoned when the grace runs out. Before, it waited
+    // for the request's own timeout and every retry after it.
+    let stopped = tokio::time::timeout(Duration::from_secs(4), w.cluster.stop_directory()).await;
+    assert!(stopped.is_ok(), "directory-sync did not stop promptly while a pull hung");
+
+    // The IdP answers again; the next start resumes the change feed where it was.
+    let before_restart = w.okta.requests().len();
+    w.proxy.hang.store(false, Ordering::SeqCst);
+    w.cluster.start_directory().await;
+    w.until_roles(&[("ann", "Admin"), ("bob", "User"), ("cid", "User")]).await;
+    let after: Vec<String> = w.okta.requests()[before_restart..].to_vec();
     let first_data = after.iter().find(|r| r.contains("/api/v1/")).expect("a request after the restart");
     assert!(
         first_data.contains("/api/v1/logs"),
@@ -219,31 +236,22 @@ async fn stop_mid_pull(kind: DbKind) {
     );
 
     // The interrupted run says so, and removed nobody.
-    let runs = cluster
-        .directory()
-        .list_sync_runs(dpb::ListSyncRunsRequest {
-            directory_id: dir.clone(),
-            page_size: 100,
-            page_token: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .runs;
+    let runs = w.runs().await;
     let interrupted = runs
         .iter()
         .find(|r| r.outcome.starts_with("interrupted"))
         .unwrap_or_else(|| panic!("no interrupted run: {:?}", runs.iter().map(|r| &r.outcome).collect::<Vec<_>>()));
     assert_eq!(interrupted.state, dpb::RunState::Failed as i32);
     assert_eq!(interrupted.counts.unwrap_or_default().removed, 0);
-    let status = cluster
+    let status = w
+        .cluster
         .directory()
-        .get_directory_status(dpb::GetDirectoryStatusRequest { id: dir })
+        .get_directory_status(dpb::GetDirectoryStatusRequest { id: w.dir.clone() })
         .await
         .unwrap()
         .into_inner();
     assert!(status.last_error.is_empty(), "a stop is not the IdP's failure: {}", status.last_error);
-    cluster.stop().await;
+    w.cluster.stop().await;
 }
 
 on_both_databases! {
@@ -256,55 +264,10 @@ on_both_databases! {
 async fn restart_takes_over(kind: DbKind) {
     use diesel::prelude::*;
     use muster_directory_sync::store::schema::{pull_state, run_owners, sync_runs};
-    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
-    let okta = OktaFake::start(2, false, clock.clone()).await;
-    let secrets = tempfile::tempdir().unwrap();
-    let token = secrets.path().join("okta-token");
-    std::fs::write(&token, API_TOKEN).unwrap();
-    let everyone = okta.create_group("everyone");
-    let ann = okta.create_user(&person("ann"));
-    okta.add_member(&everyone, &ann);
-
-    let mut cluster = TestCluster::start(kind).await;
-    cluster.stop_directory().await;
-    cluster.connector_clock = Some(clock.clone());
-    cluster.replica_name = Some("r1".into());
-    cluster.start_directory().await;
-    let (parent, org) = cluster
-        .enterprise_org(ppb::SettingsInput {
-            mode: ppb::ProvisioningMode::Scim as i32,
-            advanced_group_mapping: true,
-            role_mappings: vec![ppb::RoleMapping { role: "User".into(), groups: vec![named("everyone")] }],
-            seat_tier_mappings: vec![],
-        })
-        .await;
-    let config = json!({"org_url": okta.base, "page_size": 2,
-                        "auth": {"type": "api_token", "token": {"file": token.to_string_lossy()}}});
-    let dir = cluster
-        .directory()
-        .create_directory(dpb::CreateDirectoryRequest {
-            parent_id: parent,
-            kind: dpb::DirectoryKind::Okta as i32,
-            display_name: "Okta".into(),
-            config_json: config.to_string(),
-            sync_interval_seconds: 300,
-            actor: admin(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .directory
-        .unwrap()
-        .id;
-    let membership = cluster.membership();
-    until("the first pull's members", || {
-        let mut m = membership.clone();
-        let org = org.clone();
-        async move { roles(&mut m, &org).await == want(&[("ann", "User")]) }
-    })
-    .await;
-    cluster.stop_directory().await;
+    let mut w = OktaWorld::start(kind, Some("r1"), false).await;
+    w.until_roles(&[("ann", "Admin"), ("bob", "User")]).await;
+    w.cluster.stop_directory().await;
+    let (cluster, dir) = (&mut w.cluster, w.dir.clone());
 
     // The leftovers of a process of replica r1 killed mid-pull.
     let db_config = muster_runtime::config::DatabaseConfig {
@@ -395,5 +358,50 @@ async fn restart_takes_over(kind: DbKind) {
             "{err}"
         );
     }
-    cluster.stop().await;
+    w.cluster.stop().await;
+}
+
+on_both_databases! {
+    a_second_sync_now_joins_the_running_one => sync_now_joins;
+}
+
+/// "Sync now" twice while the first still runs (its IdP hangs): one run, which both
+/// callers follow to its end. Repeated clicks cannot pile up full runs.
+async fn sync_now_joins(kind: DbKind) {
+    let w = OktaWorld::start(kind, None, true).await;
+    let (proxy, dir) = (&w.proxy, w.dir.clone());
+    let mut directory = w.cluster.directory();
+    let start = |directory: &mut muster_tests::DirectoryClient| {
+        let mut d = directory.clone();
+        let dir = dir.clone();
+        async move {
+            d.sync_now(dpb::SyncNowRequest { directory_id: dir, wait: false, actor: admin() })
+                .await
+                .unwrap()
+                .into_inner()
+                .message()
+                .await
+                .unwrap()
+                .unwrap()
+                .run
+                .unwrap()
+        }
+    };
+    let first = start(&mut directory).await;
+    let second = start(&mut directory).await;
+    assert_eq!(first.id, second.id, "the second Sync now joined the first");
+    proxy.hang.store(false, Ordering::SeqCst);
+    until("the joined run to end", || {
+        let mut d = directory.clone();
+        let id = first.id.clone();
+        async move {
+            let r = d.get_sync_run(dpb::GetSyncRunRequest { run_id: id }).await.unwrap().into_inner();
+            r.state == dpb::RunState::Succeeded as i32
+        }
+    })
+    .await;
+    // Once it ended, Sync now starts a new run.
+    let third = start(&mut directory).await;
+    assert_ne!(third.id, first.id);
+    w.cluster.stop().await;
 }

@@ -456,13 +456,45 @@ impl DirectorySync {
                 message: format!("directory {dir} is being deleted; resume it to cancel, or delete it again"),
             });
         }
+        // One Sync now of a directory at a time in this replica: asking again while one
+        // runs joins it (the same run and progress), so repeated clicks or a caller in
+        // a loop cannot pile up full runs.
+        let slot = loop {
+            // Claim the directory's place, or learn whose it is (never held across an await).
+            let holder = {
+                let mut running = self.engine.sync_nows.lock().unwrap_or_else(|p| p.into_inner());
+                match running.get(dir) {
+                    Some(id) => Some(id.clone()),
+                    None => {
+                        running.insert(dir.to_string(), String::new());
+                        None
+                    }
+                }
+            };
+            match holder {
+                None => break SyncNowSlot { engine: self.engine.clone(), dir: dir.to_string() },
+                // Claimed, its run not created yet: a moment.
+                Some(id) if id.is_empty() => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                Some(id) => {
+                    let run = self.store().get_run(&id).await?;
+                    if run.state == RunState::Running {
+                        tracing::info!(directory = %dir, run = %run.id, actor, "sync now joins the one running");
+                        return Ok(run);
+                    }
+                    // Ended between two looks: its slot is about to go.
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+        };
         let run = self.engine.start_run(dir, Trigger::SyncNow, actor).await?;
+        self.engine.sync_nows.lock().unwrap_or_else(|p| p.into_inner()).insert(dir.to_string(), run.id.clone());
         let started = run.clone();
         if d.kind.is_pull() {
             // A pull kind: a full listing first, then the full reconcile (under the lease).
             let puller = self.puller()?.clone();
             tokio::spawn(async move {
                 puller.sync_now(run).await;
+                drop(slot);
             });
             return Ok(started);
         }
@@ -471,6 +503,7 @@ impl DirectorySync {
             let lock = engine.directory_lock(&run.directory_id);
             let _guard = lock.lock().await;
             engine.execute(run, Scope::Full { only_org: None }).await;
+            drop(slot);
         });
         Ok(started)
     }
@@ -555,6 +588,19 @@ pub fn item_kind_pb(k: ItemKind) -> pb::RunItemKind {
         ItemKind::HeldGuardian => pb::RunItemKind::HeldGuardian,
         ItemKind::Error => pb::RunItemKind::Error,
         ItemKind::WouldSweep => pb::RunItemKind::WouldSweep,
+    }
+}
+
+/// A directory's place in [`Engine::sync_nows`], freed when its Sync now ends (or
+/// could not start).
+struct SyncNowSlot {
+    engine: Arc<Engine>,
+    dir: String,
+}
+
+impl Drop for SyncNowSlot {
+    fn drop(&mut self) {
+        self.engine.sync_nows.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.dir);
     }
 }
 

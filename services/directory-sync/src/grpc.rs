@@ -226,8 +226,10 @@ impl DirectoryService for DirectoryGrpc {
                 if tx.send(Ok(pb::SyncProgress { run: Some(convert::run_pb(run)), done })).await.is_err() || done {
                     return;
                 }
-                if changes.changed().await.is_err() {
-                    return;
+                // A joined run may be saved by another task; a tick bounds the wait.
+                tokio::select! {
+                    r = changes.changed() => if r.is_err() { return },
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
                 }
             }
         });

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use axum::Router;
 use muster_scim::ScimConfig;
 
+use crate::http_limits::TokenLimits;
 use crate::http_metrics::HttpMetrics;
 use crate::scim_log::ScimLog;
 use crate::store::DieselStore;
@@ -19,7 +20,13 @@ pub const SCIM_PREFIX: &str = "/scim/v2/{directory_id}";
 
 /// The HTTP router of directory-sync: SCIM, and `GET /healthz` (no token: for a load
 /// balancer, it answers 200 while the port serves).
-pub fn router(store: DieselStore, config: ScimConfig, log: ScimLog, metrics: HttpMetrics) -> Router {
+pub fn router(
+    store: DieselStore,
+    config: ScimConfig,
+    log: ScimLog,
+    metrics: HttpMetrics,
+    limits: TokenLimits,
+) -> Router {
     Router::new()
         .nest(SCIM_PREFIX, muster_scim::router(Arc::new(store), config))
         .route("/healthz", axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "serving"})) }))
@@ -28,13 +35,15 @@ pub fn router(store: DieselStore, config: ScimConfig, log: ScimLog, metrics: Htt
         // SCIM router's own refusals (401, 404, 413). For directories with the log off
         // it is one cached lookup and a pass-through.
         .layer(axum::middleware::from_fn_with_state(log, crate::scim_log::record))
+        // Each token's rate and requests in flight, and every request's deadline.
+        .layer(axum::middleware::from_fn_with_state(limits, crate::http_limits::limit))
         // Outermost: every request, refusals included, is timed and counted.
         .layer(axum::middleware::from_fn_with_state(metrics, crate::http_metrics::observe))
 }
 
 /// Serves `router` on `listener` until `shutdown` completes.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: crate::http_limits::LimitedListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {

@@ -14,6 +14,7 @@ pub mod engine;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod http_limits;
 pub mod http_metrics;
 pub mod pull;
 pub mod registry;
@@ -56,11 +57,47 @@ pub struct HttpConfig {
     pub scim_base_url: String,
     /// Largest SCIM request body, in bytes.
     pub max_body_bytes: usize,
+    /// Open connections at most; more wait in the backlog (0: no limit).
+    pub max_connections: usize,
+    /// A connection with nothing sent or received for this long is closed (0: never).
+    pub idle_timeout_secs: u64,
+    /// A request, its body included, must be answered within this, else 408 (0: no limit).
+    pub request_timeout_secs: u64,
+    /// Requests per second each SCIM token may send, sustained (0: no limit).
+    pub token_requests_per_second: u32,
+    /// Requests a token may send at once above that rate.
+    pub token_burst: u32,
+    /// Requests of one token in flight at once (0: no limit).
+    pub token_concurrency: u32,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { addr: "127.0.0.1:8080".into(), scim_base_url: String::new(), max_body_bytes: 4 * 1024 * 1024 }
+        Self {
+            addr: "127.0.0.1:8080".into(),
+            scim_base_url: String::new(),
+            max_body_bytes: 4 * 1024 * 1024,
+            max_connections: 1024,
+            idle_timeout_secs: 60,
+            request_timeout_secs: 60,
+            token_requests_per_second: 500,
+            token_burst: 1000,
+            token_concurrency: 32,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The port's limits.
+    pub fn limits(&self) -> http_limits::Limits {
+        http_limits::Limits {
+            max_connections: self.max_connections,
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+            token_rate: f64::from(self.token_requests_per_second),
+            token_burst: f64::from(self.token_burst),
+            token_concurrency: self.token_concurrency as usize,
+        }
     }
 }
 
@@ -398,8 +435,14 @@ async fn run_inner(
     });
     let (scim_log, log_writer) = scim_log::ScimLog::start(store.clone(), config.http.max_body_bytes, log_dropped);
     let http_task = tokio::spawn(http::serve(
-        listeners.http,
-        http::router(store, scim_config, scim_log, http_metrics::HttpMetrics::register(&metrics)),
+        http_limits::LimitedListener::new(listeners.http, &config.http.limits()),
+        http::router(
+            store,
+            scim_config,
+            scim_log,
+            http_metrics::HttpMetrics::register(&metrics),
+            http_limits::TokenLimits::new(config.http.limits()),
+        ),
         stopped(stop_rx.clone()),
     ));
     tracing::info!(addr = %http_addr, "scim listening");

@@ -99,6 +99,8 @@ pub struct Engine {
     locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
     shutdown: watch::Receiver<bool>,
     runs_tx: watch::Sender<u64>,
+    /// The Sync now running for each directory in this replica (directory -> run id).
+    pub(crate) sync_nows: std::sync::Mutex<HashMap<String, String>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -128,7 +130,15 @@ impl Engine {
         config: EngineConfig,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
-        Self { store, up, config, locks: std::sync::Mutex::new(HashMap::new()), shutdown, runs_tx: watch::channel(0).0 }
+        Self {
+            store,
+            up,
+            config,
+            locks: std::sync::Mutex::new(HashMap::new()),
+            shutdown,
+            runs_tx: watch::channel(0).0,
+            sync_nows: std::sync::Mutex::new(HashMap::new()),
+        }
     }
 
     /// Wakes when any run is saved.
