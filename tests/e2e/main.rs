@@ -28,6 +28,7 @@ macro_rules! on_both_databases {
 
 mod deletion;
 mod directory;
+mod flaky_pull;
 mod membership;
 mod policy;
 mod property;

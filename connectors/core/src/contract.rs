@@ -8,12 +8,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use crate::clock::Clock;
 use crate::error::ConnectorError;
 use crate::model::{Cursor, Page};
-use crate::sink::{DirectorySink, PullEnd, PullKind};
+use crate::retry::{WaitLog, Waits};
+use crate::sink::{DirectorySink, PullEnd, PullKind, SinkError};
 use crate::token_pool::TokenPool;
 
 /// What to pull.
@@ -61,6 +63,13 @@ pub trait PullConnector: Send + Sync + fmt::Debug {
     /// Pulls into `out`, page by page. Returns the cursor for the next
     /// `Resume` (none when the connector has no change feed).
     async fn pull(&self, mode: &PullMode, out: &mut PageWriter<'_>) -> Result<Option<Cursor>, ConnectorError>;
+    /// Where the connector's HTTP client records its waits (rate limits,
+    /// retries after errors): [`run_pull`] reports them in
+    /// [`PullOutcome::waits`] and tells the sink of each as it starts
+    /// ([`DirectorySink::waiting`]). None for a connector that records none.
+    fn wait_log(&self) -> Option<Arc<WaitLog>> {
+        None
+    }
 }
 
 /// A connector crate's one declaration of itself: its kind's name, its config
@@ -95,10 +104,22 @@ pub trait ConnectorSpec: 'static {
     ) -> Result<Box<dyn PullConnector>, ConnectorError>;
 }
 
+/// A page on its way to the sink, and where the sink's answer goes.
+struct Delivery {
+    page: Page,
+    done: oneshot::Sender<Result<(), SinkError>>,
+}
+
+enum Target<'a> {
+    Sink(&'a mut dyn DirectorySink),
+    /// Through [`run_pull`]'s relay, which also tells the sink of waits.
+    Relay(mpsc::Sender<Delivery>),
+}
+
 /// The only door from a connector to the sink: it forwards pages and counts
 /// them; it cannot report a listing complete.
 pub struct PageWriter<'a> {
-    sink: &'a mut dyn DirectorySink,
+    target: Target<'a>,
     pages: usize,
     users: usize,
     groups: usize,
@@ -106,10 +127,15 @@ pub struct PageWriter<'a> {
 
 impl<'a> PageWriter<'a> {
     pub fn new(sink: &'a mut dyn DirectorySink) -> Self {
-        Self { sink, pages: 0, users: 0, groups: 0 }
+        Self { target: Target::Sink(sink), pages: 0, users: 0, groups: 0 }
     }
 
-    /// Hands one page to the sink. Empty pages without a checkpoint are skipped.
+    fn relay(to: mpsc::Sender<Delivery>) -> Self {
+        Self { target: Target::Relay(to), pages: 0, users: 0, groups: 0 }
+    }
+
+    /// Hands one page to the sink and waits until it is stored. Empty pages
+    /// without a checkpoint are skipped.
     pub async fn write(&mut self, page: Page) -> Result<(), ConnectorError> {
         if page.is_empty() && page.checkpoint.is_none() {
             return Ok(());
@@ -117,7 +143,15 @@ impl<'a> PageWriter<'a> {
         self.pages += 1;
         self.users += page.users.len();
         self.groups += page.groups.len();
-        self.sink.page(page).await?;
+        match &mut self.target {
+            Target::Sink(sink) => sink.page(page).await?,
+            Target::Relay(to) => {
+                let (done, stored) = oneshot::channel();
+                let gone = || SinkError("the sink stopped taking pages".into());
+                to.send(Delivery { page, done }).await.map_err(|_| gone())?;
+                stored.await.map_err(|_| gone())??;
+            }
+        }
         Ok(())
     }
 
@@ -150,6 +184,56 @@ pub struct PullOutcome {
     pub cursor: Option<Cursor>,
     pub pages: usize,
     pub users: usize,
+    /// What the connector waited for during this pull (rate limits, retries
+    /// after errors); `Display` is the sentence for the run's outcome.
+    pub waits: Waits,
+}
+
+/// One `connector.pull` into `sink`; with a wait log, through a relay that
+/// also tells the sink of each wait as it starts (between pages, while the
+/// pull goes on). Answers the pull's result and its (pages, users).
+async fn pull_into(
+    connector: &dyn PullConnector,
+    mode: &PullMode,
+    sink: &mut dyn DirectorySink,
+    log: Option<&WaitLog>,
+) -> (Result<Option<Cursor>, ConnectorError>, usize, usize) {
+    let Some(log) = log else {
+        let mut writer = PageWriter::new(sink);
+        let result = connector.pull(mode, &mut writer).await;
+        return (result, writer.pages, writer.users);
+    };
+    // One page at a time: the connector still waits for each to be stored.
+    let (to_sink, mut deliveries) = mpsc::channel::<Delivery>(1);
+    let producer = async move {
+        let mut writer = PageWriter::relay(to_sink);
+        let result = connector.pull(mode, &mut writer).await;
+        // The writer (and its sender) goes here: the relay below then ends.
+        (result, writer.pages, writer.users)
+    };
+    let relay = async {
+        loop {
+            tokio::select! {
+                biased;
+                delivery = deliveries.recv() => match delivery {
+                    Some(Delivery { page, done }) => {
+                        let _ = done.send(sink.page(page).await);
+                    }
+                    None => break,
+                },
+                () = log.noted() => {
+                    for note in log.take_notes() {
+                        sink.waiting(&note).await;
+                    }
+                }
+            }
+        }
+        for note in log.take_notes() {
+            sink.waiting(&note).await;
+        }
+    };
+    let (out, ()) = tokio::join!(producer, relay);
+    out
 }
 
 /// Drives one pull of `connector` into `sink`: the entry point directory-sync
@@ -163,16 +247,32 @@ pub async fn run_pull(
     sink: &mut dyn DirectorySink,
     options: &PullOptions,
 ) -> Result<PullOutcome, ConnectorError> {
+    let log = connector.wait_log();
+    // The log may outlive one pull (a connector pulled twice): report this pull's part.
+    let before = log.as_deref().map(|l| {
+        l.take_notes();
+        l.waits()
+    });
+    let waits = || match (log.as_deref(), &before) {
+        (Some(l), Some(before)) => l.waits().since(before),
+        _ => Waits::default(),
+    };
     let mut resynced = false;
     if let PullMode::Resume { .. } = &mode {
         sink.begin(PullKind::Changes).await?;
-        let mut writer = PageWriter::new(sink);
-        match connector.pull(&mode, &mut writer).await {
+        let (result, pages, users) = pull_into(connector, &mode, sink, log.as_deref()).await;
+        match result {
             Ok(Some(cursor)) => {
-                let (pages, users) = (writer.pages, writer.users);
                 sink.finish(PullEnd::ChangesApplied { cursor: cursor.clone() }).await?;
                 info!(connector = connector.kind(), pages, users, "change feed applied");
-                return Ok(PullOutcome { full_listing: false, resynced: false, cursor: Some(cursor), pages, users });
+                return Ok(PullOutcome {
+                    full_listing: false,
+                    resynced: false,
+                    cursor: Some(cursor),
+                    pages,
+                    users,
+                    waits: waits(),
+                });
             }
             Ok(None) => {
                 warn!(connector = connector.kind(), "change feed returned no cursor; doing a full listing");
@@ -186,16 +286,16 @@ pub async fn run_pull(
         }
     }
     sink.begin(PullKind::Listing).await?;
-    let mut writer = PageWriter::new(sink);
-    let cursor = connector.pull(&PullMode::Refresh, &mut writer).await?;
-    let (pages, users) = (writer.pages, writer.users);
+    let (result, pages, users) = pull_into(connector, &PullMode::Refresh, sink, log.as_deref()).await;
+    let cursor = result?;
     if users == 0 && !options.allow_empty_listing {
         warn!(connector = connector.kind(), "full listing returned no users; not reporting it complete");
         return Err(ConnectorError::EmptyListing);
     }
     sink.finish(PullEnd::ListingComplete { cursor: cursor.clone() }).await?;
-    info!(connector = connector.kind(), pages, users, resynced, "full listing complete");
-    Ok(PullOutcome { full_listing: true, resynced, cursor, pages, users })
+    let waits = waits();
+    info!(connector = connector.kind(), pages, users, resynced, waits = %waits, "full listing complete");
+    Ok(PullOutcome { full_listing: true, resynced, cursor, pages, users, waits })
 }
 
 /// Chooses the next pull: a full listing when there is no cursor or the

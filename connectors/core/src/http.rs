@@ -1,8 +1,11 @@
-//! HTTP for connectors: one client with retries (exponential backoff with
-//! jitter and a cap), `Retry-After` in seconds or as an HTTP date, vendor
-//! rate-limit headers honoured before the limit is hit, timeouts, and the
-//! paging helpers (Link `rel="next"`, next-page tokens, `@odata.nextLink`).
+//! HTTP for connectors: one client that retries by the one policy of
+//! [`crate::retry`] (`Retry-After` in seconds or as an HTTP date, vendor
+//! rate-limit headers honoured per endpoint family before the limit is hit,
+//! exponential backoff with jitter and a cap, timeouts), records its waits,
+//! bounds the requests in flight, and the paging helpers (Link `rel="next"`,
+//! next-page tokens, `@odata.nextLink`).
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,10 +14,13 @@ use http::header::{HeaderMap, LINK, RETRY_AFTER};
 pub use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use crate::clock::Clock;
 use crate::error::ConnectorError;
+use crate::retry::WaitLog;
+pub use crate::retry::{RateSignal, RetryDecision, RetryPolicy, Trouble, WaitCause, WaitNote, WaitReason};
 use crate::secret::Secret;
 
 /// The HTTP knobs of a connector's configuration.
@@ -23,6 +29,10 @@ use crate::secret::Secret;
 pub struct HttpSettings {
     /// Whole-request timeout.
     pub timeout_secs: u64,
+    /// Whole-request timeout in milliseconds; when set it replaces
+    /// `timeout_secs` (for a timeout under a second).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
     pub connect_timeout_secs: u64,
     /// Attempts per request, the first included.
     pub max_attempts: u32,
@@ -33,39 +43,46 @@ pub struct HttpSettings {
     /// Longest wait accepted from `Retry-After` or a rate-limit reset; a
     /// longer one fails the pull with [`ConnectorError::RateLimited`].
     pub max_wait_secs: u64,
+    /// Requests in flight at once. Absent: the connector's default (4); never
+    /// more than the vendor's documented limit (see `docs/connectors.md`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<usize>,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
         Self {
             timeout_secs: 30,
+            timeout_ms: None,
             connect_timeout_secs: 10,
             max_attempts: 6,
             backoff_base_ms: 500,
             backoff_cap_ms: 60_000,
             max_wait_secs: 900,
+            concurrency: None,
         }
     }
 }
 
-/// Exponential backoff with equal jitter and a cap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    pub max_attempts: u32,
-    pub base: Duration,
-    pub cap: Duration,
-}
+impl HttpSettings {
+    /// The whole-request timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout_ms.map(Duration::from_millis).unwrap_or(Duration::from_secs(self.timeout_secs))
+    }
 
-impl RetryPolicy {
-    /// The wait before retry number `retry` (1-based): half of
-    /// `min(cap, base * 2^(retry-1))` plus a random part of the other half.
-    pub fn backoff(&self, retry: u32) -> Duration {
-        let factor = 2u32.saturating_pow(retry.saturating_sub(1).min(30));
-        let step = self.base.saturating_mul(factor).min(self.cap);
-        let half = step / 2;
-        let jitter_ms = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
-        let extra = if jitter_ms == 0 { 0 } else { rand::random_range(0..=jitter_ms) };
-        half + Duration::from_millis(extra)
+    /// The requests `vendor`'s connector may have in flight: `concurrency`,
+    /// else `default`. Zero, or more than `limit` (the vendor's documented
+    /// limit), is a configuration error: the operator asked for something
+    /// the vendor would answer with 429s.
+    pub fn concurrency_for(&self, vendor: &str, default: usize, limit: usize) -> Result<usize, ConnectorError> {
+        match self.concurrency {
+            None => Ok(default.clamp(1, limit.max(1))),
+            Some(0) => Err(ConnectorError::Config("http.concurrency must be at least 1".into())),
+            Some(n) if n > limit => Err(ConnectorError::Config(format!(
+                "http.concurrency {n} is more than {vendor} allows: at most {limit} requests in flight"
+            ))),
+            Some(n) => Ok(n),
+        }
     }
 }
 
@@ -228,8 +245,12 @@ impl ApiResponse {
 #[derive(Debug)]
 pub enum Verdict {
     Accept,
-    /// Try again: after `Retry-After`, a rate-limit reset, or a backoff.
+    /// Try again, as the retry policy says for this status (429 and a 503
+    /// with `Retry-After` are throttling, other 5xx are errors).
     Retry,
+    /// The vendor's own "slow down" whatever the status (Google's 403
+    /// `rateLimitExceeded`): retried as a throttling answer.
+    Throttled,
     Fail(ConnectorError),
 }
 
@@ -248,28 +269,73 @@ pub fn default_verdict(response: &ApiResponse) -> Verdict {
     }
 }
 
-/// The HTTP client of a connector.
+/// The HTTP client of a connector: retries as [`RetryPolicy::decide`] says,
+/// waits through the clock, records every wait in its [`WaitLog`], keeps
+/// per-endpoint-family rate-limit windows, and bounds the requests in flight.
 #[derive(Clone)]
 pub struct ApiClient {
     inner: reqwest::Client,
     clock: Arc<dyn Clock>,
-    retry: RetryPolicy,
-    max_wait: Duration,
+    policy: RetryPolicy,
     rate_headers: Option<RateLimitHeaders>,
-    /// When the vendor said the window is used up: wait until then.
-    blocked_until: Arc<Mutex<Option<DateTime<Utc>>>>,
+    /// Per endpoint family (see [`endpoint_family`]): until when the vendor
+    /// said its window is spent. Okta's limits are per family, so a spent
+    /// `/api/v1/logs` window does not hold up `/api/v1/users`.
+    windows: Arc<Mutex<HashMap<String, DateTime<Utc>>>>,
+    /// Requests in flight at once, when bounded.
+    slots: Option<Arc<Semaphore>>,
+    vendor: &'static str,
+    log: Arc<WaitLog>,
 }
 
 impl std::fmt::Debug for ApiClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiClient").field("retry", &self.retry).finish_non_exhaustive()
+        f.debug_struct("ApiClient").field("vendor", &self.vendor).field("policy", &self.policy).finish_non_exhaustive()
+    }
+}
+
+/// Why one attempt got no answer to classify.
+enum AttemptError {
+    /// Worth another attempt (a timeout, a refused or reset connection).
+    Transport { trouble: Trouble, error: ConnectorError },
+    /// Not worth one (a request that cannot be built, a redirect loop).
+    Fatal(ConnectorError),
+}
+
+/// The endpoint family of a path, for rate-limit windows: the path up to
+/// the segment after the API version (`/api/v1/groups/00g1/users` ->
+/// `/api/v1/groups`, `/v1.0/users/delta` -> `/v1.0/users`), the whole path
+/// when it has no version segment. Coarser than the vendor's own families
+/// at worst, which waits more, never less.
+pub fn endpoint_family(path: &str) -> String {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let is_version = |s: &str| {
+        s.strip_prefix('v').is_some_and(|rest| {
+            !rest.is_empty()
+                && rest.chars().all(|c| c.is_ascii_digit() || c == '.')
+                && rest.starts_with(|c: char| c.is_ascii_digit())
+        })
+    };
+    match segments.iter().position(|s| is_version(s)) {
+        Some(i) => format!("/{}", segments[..(i + 2).min(segments.len())].join("/")),
+        None => format!("/{}", segments.join("/")),
+    }
+}
+
+/// A 429, or a 503 with `Retry-After`, is the vendor throttling; other
+/// retried statuses are errors.
+pub fn trouble_of(status: u16, signal: &RateSignal) -> Trouble {
+    match status {
+        429 => Trouble::Throttled { status },
+        503 if signal.retry_after.is_some() => Trouble::Throttled { status },
+        _ => Trouble::ServerError { status },
     }
 }
 
 impl ApiClient {
     pub fn new(settings: &HttpSettings, clock: Arc<dyn Clock>) -> Result<Self, ConnectorError> {
         let inner = reqwest::Client::builder()
-            .timeout(Duration::from_secs(settings.timeout_secs))
+            .timeout(settings.timeout())
             .connect_timeout(Duration::from_secs(settings.connect_timeout_secs))
             .user_agent(concat!("muster-connector/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -277,21 +343,34 @@ impl ApiClient {
         Ok(Self {
             inner,
             clock,
-            retry: RetryPolicy {
-                max_attempts: settings.max_attempts.max(1),
-                base: Duration::from_millis(settings.backoff_base_ms),
-                cap: Duration::from_millis(settings.backoff_cap_ms),
-            },
-            max_wait: Duration::from_secs(settings.max_wait_secs),
+            policy: RetryPolicy::from_settings(settings),
             rate_headers: None,
-            blocked_until: Arc::new(Mutex::new(None)),
+            windows: Arc::new(Mutex::new(HashMap::new())),
+            slots: None,
+            vendor: "the api",
+            log: Arc::new(WaitLog::new("the api")),
         })
     }
 
+    /// Names the vendor in wait notes and tallies ("waited 3 s for Okta's rate limit").
+    pub fn named(mut self, vendor: &'static str) -> Self {
+        self.vendor = vendor;
+        self.log = Arc::new(WaitLog::new(vendor));
+        self
+    }
+
     /// Honour these rate-limit headers: when `remaining` reaches 0, the next
-    /// request waits for `reset` instead of running into a 429.
+    /// request of that endpoint family waits for `reset` instead of running
+    /// into a 429; a 429 without `Retry-After` waits for `reset`.
     pub fn with_rate_limit_headers(mut self, headers: RateLimitHeaders) -> Self {
         self.rate_headers = Some(headers);
+        self
+    }
+
+    /// At most `limit` requests in flight at once, whatever the callers do. A
+    /// request holds its slot while it is sent, not while it waits to retry.
+    pub fn with_concurrency(mut self, limit: usize) -> Self {
+        self.slots = Some(Arc::new(Semaphore::new(limit.max(1))));
         self
     }
 
@@ -299,54 +378,116 @@ impl ApiClient {
         &self.clock
     }
 
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
+    pub fn vendor(&self) -> &'static str {
+        self.vendor
+    }
+
+    /// Where this client (and its clones) record their waits.
+    pub fn wait_log(&self) -> Arc<WaitLog> {
+        self.log.clone()
+    }
+
+    /// The retry policy's answer for `attempt`, with a random jitter.
+    pub fn decide(&self, trouble: Trouble, signal: &RateSignal, attempt: u32) -> RetryDecision {
+        self.policy.decide(trouble, signal, attempt, rand::random::<f64>())
+    }
+
+    /// Waits as `note` says, through the clock, recorded in the wait log.
+    pub async fn pause(&self, note: WaitNote) {
+        let _wait = self.log.begin(note, &self.clock);
+        self.clock.sleep(note.wait).await;
+    }
+
+    /// What `headers` say about the rate limit, now.
+    pub fn rate_signal(&self, headers: &HeaderMap) -> RateSignal {
+        let now = self.clock.now();
+        let retry_after =
+            headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| parse_retry_after(v, now));
+        let (remaining, reset_in) = match self.rate_headers {
+            Some(names) => (
+                names.remaining(headers),
+                names.reset_at(headers).map(|at| at.signed_duration_since(now).to_std().unwrap_or(Duration::ZERO)),
+            ),
+            None => (None, None),
+        };
+        RateSignal { retry_after, remaining, reset_in }
+    }
+
     /// Sends with [`default_verdict`].
     pub async fn send(&self, request: &ApiRequest) -> Result<ApiResponse, ConnectorError> {
         self.send_with(request, &default_verdict).await
     }
 
-    /// Sends `request`, retrying as `classify` says, waiting through the clock.
+    /// Sends `request`, retrying as `classify` and the retry policy say,
+    /// waiting through the clock.
     pub async fn send_with(
         &self,
         request: &ApiRequest,
         classify: &(dyn Fn(&ApiResponse) -> Verdict + Sync),
     ) -> Result<ApiResponse, ConnectorError> {
+        let family = endpoint_family(request.url.path());
         let mut attempt: u32 = 0;
         loop {
-            self.wait_for_window().await?;
+            self.wait_for_window(&family).await?;
             attempt += 1;
-            let (asked_wait, failure) = match self.send_once(request).await {
-                Ok(response) => {
-                    self.observe(&response.headers);
-                    match classify(&response) {
-                        Verdict::Accept => return Ok(response),
-                        Verdict::Fail(e) => return Err(e),
-                        Verdict::Retry => {
-                            let wait = self.asked_wait(&response.headers);
-                            let failure = if response.status == StatusCode::TOO_MANY_REQUESTS {
-                                ConnectorError::RateLimited { wait }
-                            } else {
-                                ConnectorError::Http { status: response.status.as_u16(), detail: response.detail() }
-                            };
-                            (wait, failure)
-                        }
-                    }
-                }
-                Err(e) => (None, e),
+            let sent = {
+                // A slot per attempt: a request backing off holds none, so the others go on.
+                let _slot = match &self.slots {
+                    Some(slots) => slots.acquire().await.ok(),
+                    None => None,
+                };
+                self.send_once(request).await
             };
-            if attempt >= self.retry.max_attempts {
-                warn!(request = ?request, attempts = attempt, error = %failure, "giving up");
-                return Err(failure);
+            let (trouble, signal, failure) = match sent {
+                Ok(response) => {
+                    let signal = self.rate_signal(&response.headers);
+                    let status = response.status.as_u16();
+                    let trouble = match classify(&response) {
+                        Verdict::Accept => {
+                            self.observe(&family, &signal, None);
+                            return Ok(response);
+                        }
+                        Verdict::Fail(e) => {
+                            self.observe(&family, &signal, None);
+                            return Err(e);
+                        }
+                        Verdict::Retry => trouble_of(status, &signal),
+                        Verdict::Throttled => Trouble::Throttled { status },
+                    };
+                    self.observe(&family, &signal, Some(trouble));
+                    let failure = if trouble.is_throttled() {
+                        ConnectorError::RateLimited { wait: signal.retry_after.or(signal.reset_in) }
+                    } else {
+                        ConnectorError::Http { status, detail: response.detail() }
+                    };
+                    (trouble, signal, failure)
+                }
+                Err(AttemptError::Transport { trouble, error }) => (trouble, RateSignal::default(), error),
+                Err(AttemptError::Fatal(error)) => return Err(error),
+            };
+            match self.decide(trouble, &signal, attempt) {
+                RetryDecision::GiveUp => {
+                    warn!(request = ?request, attempts = attempt, error = %failure, "giving up");
+                    return Err(failure);
+                }
+                RetryDecision::TooLong { wait } => {
+                    warn!(request = ?request, wait_ms = wait.as_millis() as u64, error = %failure, "asked to wait too long; giving up");
+                    return Err(ConnectorError::RateLimited { wait: Some(wait) });
+                }
+                RetryDecision::Retry { wait, reason } => {
+                    warn!(request = ?request, attempt, wait_ms = wait.as_millis() as u64, why = ?reason, error = %failure, "retrying");
+                    let cause = WaitCause::after(trouble, reason);
+                    self.pause(WaitNote { vendor: self.vendor, wait, cause, attempt }).await;
+                }
             }
-            let wait = asked_wait.unwrap_or_else(|| self.retry.backoff(attempt));
-            if wait > self.max_wait {
-                return Err(ConnectorError::RateLimited { wait: Some(wait) });
-            }
-            warn!(request = ?request, attempt, wait_ms = wait.as_millis() as u64, error = %failure, "retrying");
-            self.clock.sleep(wait).await;
         }
     }
 
-    async fn send_once(&self, request: &ApiRequest) -> Result<ApiResponse, ConnectorError> {
+    async fn send_once(&self, request: &ApiRequest) -> Result<ApiResponse, AttemptError> {
         let mut builder = self.inner.request(request.method.clone(), request.url.clone());
         for (name, value) in &request.headers {
             builder = builder.header(name, value);
@@ -361,46 +502,67 @@ impl ApiClient {
             builder = builder.json(json);
         }
         debug!(request = ?request, "sending");
-        let response = builder.send().await.map_err(|e| ConnectorError::Transport(describe(&e)))?;
+        let response = builder.send().await.map_err(attempt_error)?;
         let status = response.status();
         let headers = response.headers().clone();
         let url = response.url().clone();
-        let body = response.bytes().await.map_err(|e| ConnectorError::Transport(describe(&e)))?.to_vec();
+        let body = response.bytes().await.map_err(attempt_error)?.to_vec();
         Ok(ApiResponse { status, headers, body, url })
     }
 
-    /// `Retry-After` first, then the vendor's reset header.
-    fn asked_wait(&self, headers: &HeaderMap) -> Option<Duration> {
+    /// Notes a spent window of `family`: after a throttling answer with
+    /// `Retry-After`, until then (the vendor's word for this family beats its
+    /// reset header); else when `Remaining` is 0, until the reset.
+    fn observe(&self, family: &str, signal: &RateSignal, trouble: Option<Trouble>) {
         let now = self.clock.now();
-        if let Some(value) = headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok())
-            && let Some(wait) = parse_retry_after(value, now)
-        {
-            return Some(wait);
-        }
-        let reset = self.rate_headers?.reset_at(headers)?;
-        Some(reset.signed_duration_since(now).to_std().unwrap_or(Duration::ZERO))
+        let blocked = match (trouble, signal.retry_after) {
+            (Some(t), Some(after)) if t.is_throttled() => Some(after),
+            _ if signal.window_spent() => signal.reset_in,
+            _ => None,
+        };
+        let Some(blocked) = blocked.filter(|b| !b.is_zero()) else { return };
+        // A wait too long for the calendar is refused by the policy anyway; it blocks nothing here.
+        let Some(until) = chrono::Duration::from_std(blocked).ok().and_then(|d| now.checked_add_signed(d)) else {
+            return;
+        };
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = windows.entry(family.to_owned()).or_insert(until);
+        *entry = (*entry).max(until);
     }
 
-    fn observe(&self, headers: &HeaderMap) {
-        let Some(names) = self.rate_headers else { return };
-        if names.remaining(headers).is_some_and(|left| left <= 0)
-            && let Some(reset) = names.reset_at(headers)
-        {
-            *self.blocked_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(reset);
+    /// Waits until `family`'s window is no longer spent (each concurrent
+    /// request of the family waits; none runs into the 429).
+    async fn wait_for_window(&self, family: &str) -> Result<(), ConnectorError> {
+        loop {
+            let now = self.clock.now();
+            let until = {
+                let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+                match windows.get(family) {
+                    Some(until) if *until > now => *until,
+                    Some(_) => {
+                        windows.remove(family);
+                        return Ok(());
+                    }
+                    None => return Ok(()),
+                }
+            };
+            let wait = until.signed_duration_since(now).to_std().unwrap_or(Duration::ZERO);
+            if wait > self.policy.max_wait {
+                return Err(ConnectorError::RateLimited { wait: Some(wait) });
+            }
+            debug!(family, wait_ms = wait.as_millis() as u64, "rate-limit window used up; waiting for its reset");
+            self.pause(WaitNote { vendor: self.vendor, wait, cause: WaitCause::WindowSpent, attempt: 0 }).await;
         }
     }
+}
 
-    async fn wait_for_window(&self) -> Result<(), ConnectorError> {
-        let until = self.blocked_until.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let Some(until) = until else { return Ok(()) };
-        let Ok(wait) = until.signed_duration_since(self.clock.now()).to_std() else { return Ok(()) };
-        if wait > self.max_wait {
-            return Err(ConnectorError::RateLimited { wait: Some(wait) });
-        }
-        debug!(wait_ms = wait.as_millis() as u64, "rate-limit window used up; waiting for its reset");
-        self.clock.sleep(wait).await;
-        Ok(())
+fn attempt_error(error: reqwest::Error) -> AttemptError {
+    let connector_error = ConnectorError::Transport(describe(&error));
+    if error.is_builder() || error.is_redirect() {
+        return AttemptError::Fatal(connector_error);
     }
+    let trouble = if error.is_timeout() { Trouble::Timeout } else { Trouble::Connection };
+    AttemptError::Transport { trouble, error: connector_error }
 }
 
 fn describe(error: &reqwest::Error) -> String {
@@ -467,13 +629,16 @@ mod tests {
     }
 
     #[test]
-    fn backoff_grows_and_is_capped() {
-        let p = RetryPolicy { max_attempts: 5, base: Duration::from_millis(100), cap: Duration::from_millis(1000) };
-        for retry in 1..20 {
-            let d = p.backoff(retry);
-            let step = Duration::from_millis(100 * 2u64.pow((retry - 1).min(10))).min(Duration::from_secs(1));
-            assert!(d >= step / 2 && d <= step, "retry {retry}: {d:?}");
-        }
+    fn endpoint_families() {
+        assert_eq!(endpoint_family("/api/v1/groups/00g1/users"), "/api/v1/groups");
+        assert_eq!(endpoint_family("/okta/api/v1/groups"), "/okta/api/v1/groups");
+        assert_eq!(endpoint_family("/graph/v1.0/users/delta"), "/graph/v1.0/users");
+        assert_eq!(endpoint_family("/v1.0/$batch"), "/v1.0/$batch");
+        assert_eq!(endpoint_family("/admin/directory/v1/groups/g/members"), "/admin/directory/v1/groups");
+        assert_eq!(endpoint_family("/oauth2/v1/token"), "/oauth2/v1/token");
+        assert_eq!(endpoint_family("/x"), "/x");
+        assert_eq!(endpoint_family("/"), "/");
+        assert_eq!(endpoint_family("/very/important"), "/very/important");
     }
 
     #[test]

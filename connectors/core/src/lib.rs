@@ -3,8 +3,10 @@
 //! vendor's raw attributes kept), the pull contract ([`PullConnector`]: a full
 //! listing or the changes since a cursor, delivered page by page into a
 //! [`DirectorySink`]), the HTTP helpers every vendor connector reuses (paging
-//! links, `Retry-After`, vendor rate-limit headers, backoff with jitter,
-//! timeouts, an injectable [`Clock`], [`BaseUrl`]s whose path is kept, redacted
+//! links, the one retry policy of [`RetryPolicy::decide`] over `Retry-After`,
+//! vendor rate-limit headers, backoff with jitter and timeouts, the waits
+//! recorded for a pull's outcome in a [`WaitLog`], reads a bounded number at a
+//! time through a [`ReadQueue`], an injectable [`Clock`], [`BaseUrl`]s whose path is kept, redacted
 //! [`Secret`]s, RS256 client assertions, access tokens shared across pulls
 //! through a [`TokenPool`], a [`CursorTrail`] against repeated paging cursors),
 //! the [`ConnectorSpec`] a connector crate declares itself by (directory-sync's
@@ -27,6 +29,8 @@ pub mod fake;
 pub mod http;
 pub mod model;
 pub mod paging;
+pub mod read_queue;
+pub mod retry;
 pub mod secret;
 pub mod sink;
 pub mod token_pool;
@@ -39,9 +43,11 @@ pub use contract::{
     run_pull,
 };
 pub use error::ConnectorError;
-pub use http::{ApiClient, ApiRequest, ApiResponse, HttpSettings, RateLimitHeaders, RetryPolicy, Verdict};
+pub use http::{ApiClient, ApiRequest, ApiResponse, HttpSettings, RateLimitHeaders, Verdict};
 pub use model::{Assignment, Cursor, Group, Membership, MembershipChange, Page, Removal, RemovalReason, User};
 pub use paging::CursorTrail;
+pub use read_queue::ReadQueue;
+pub use retry::{RateSignal, RetryDecision, RetryPolicy, Trouble, WaitCause, WaitLog, WaitNote, WaitReason, Waits};
 pub use secret::{Secret, SecretRef};
 pub use sink::{DirectorySink, MemorySink, PullEnd, PullKind, SinkError};
 pub use token_pool::{CredentialKey, TokenPool};

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use async_trait::async_trait;
 
 use crate::model::{Cursor, Group, Membership, MembershipChange, Page, User};
+use crate::retry::WaitNote;
 
 /// The sink failed to store a page; the pull stops and nothing is reported complete.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,12 @@ pub trait DirectorySink: Send {
     async fn page(&mut self, page: Page) -> Result<(), SinkError>;
     /// The pull finished; never called for a failed or partial pull.
     async fn finish(&mut self, end: PullEnd) -> Result<(), SinkError>;
+    /// A request of the pull starts to wait (a rate limit, a retry after an
+    /// error), while the pull goes on: for progress shown to people. The
+    /// default ignores it; nothing may depend on hearing it.
+    async fn waiting(&mut self, note: &WaitNote) {
+        let _ = note;
+    }
 }
 
 /// A [`DirectorySink`] that keeps the mirror in memory, for tests and the
@@ -62,6 +69,8 @@ pub struct MemorySink {
     pub listings_completed: usize,
     /// How many change feeds were reported applied.
     pub changes_applied: usize,
+    /// The waits heard of, as they started.
+    pub waits: Vec<WaitNote>,
     listing: Option<Seen>,
 }
 
@@ -177,5 +186,9 @@ impl DirectorySink for MemorySink {
             }
         }
         Ok(())
+    }
+
+    async fn waiting(&mut self, note: &WaitNote) {
+        self.waits.push(*note);
     }
 }

@@ -186,3 +186,172 @@ fn rs256_assertion_verifies_with_the_public_key() {
     assert_eq!(data.header.x5t.as_deref(), Some("thumb"));
     assert!(sign_rs256(&claims, &Secret::new("not a key"), None, None).is_err());
 }
+
+fn okta_headers(remaining: i64, reset: i64) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("x-rate-limit-limit", "600".parse().unwrap());
+    h.insert("x-rate-limit-remaining", remaining.to_string().parse().unwrap());
+    h.insert("x-rate-limit-reset", reset.to_string().parse().unwrap());
+    h
+}
+
+/// Issue 14: a 500 whose rate-limit headers name a reset a minute away, with
+/// plenty left, backs off; it does not wait for the reset.
+#[tokio::test]
+async fn a_5xx_with_a_far_off_reset_backs_off() {
+    let clock = clock();
+    let reset = clock.now_epoch() + 60;
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let base = serve(Router::new().route(
+        "/api/v1/users",
+        get(move || {
+            let n = h.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let status = if n == 0 { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK };
+                (status, okta_headers(999_999, reset), "[]").into_response()
+            }
+        }),
+    ))
+    .await;
+    let api = ApiClient::new(&HttpSettings::default(), clock.clone())
+        .unwrap()
+        .named("Okta")
+        .with_rate_limit_headers(RateLimitHeaders::OKTA);
+    api.send(&ApiRequest::get(base.join("api/v1/users").unwrap())).await.unwrap();
+    let sleeps = clock.sleeps();
+    assert_eq!(sleeps.len(), 1);
+    assert!(sleeps[0] >= Duration::from_millis(250) && sleeps[0] <= Duration::from_millis(500), "{sleeps:?}");
+    assert_eq!(api.wait_log().waits().to_string(), "1 retry after 5xx");
+}
+
+/// A spent window holds up its own endpoint family only: Okta counts the
+/// System Log apart from the users.
+#[tokio::test]
+async fn a_spent_window_holds_up_only_its_endpoint_family() {
+    let clock = clock();
+    let reset = clock.now_epoch() + 30;
+    let base = serve(
+        Router::new()
+            .route("/api/v1/logs", get(move || async move { (StatusCode::OK, okta_headers(0, reset), "[]") }))
+            .route("/api/v1/users", get(move || async move { (StatusCode::OK, okta_headers(500, reset), "[]") })),
+    )
+    .await;
+    let api = ApiClient::new(&HttpSettings::default(), clock.clone())
+        .unwrap()
+        .named("Okta")
+        .with_rate_limit_headers(RateLimitHeaders::OKTA);
+    api.send(&ApiRequest::get(base.join("api/v1/logs").unwrap())).await.unwrap();
+    api.send(&ApiRequest::get(base.join("api/v1/users").unwrap())).await.unwrap();
+    assert!(clock.sleeps().is_empty(), "the users do not wait for the log's window");
+    api.send(&ApiRequest::get(base.join("api/v1/logs?since=x").unwrap())).await.unwrap();
+    assert_eq!(clock.sleeps(), vec![Duration::from_secs(30)]);
+    let waits = api.wait_log().waits();
+    assert_eq!(waits.to_string(), "waited 30 s for Okta's rate limit");
+}
+
+/// A 503 with `Retry-After` is throttling (Graph's way): it waits as asked.
+/// A 504 with one is an error: it backs off.
+#[tokio::test]
+async fn a_503_with_retry_after_waits_for_it_and_a_504_backs_off() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let base = serve(Router::new().route(
+        "/x",
+        get(move || {
+            let n = h.fetch_add(1, Ordering::SeqCst);
+            async move {
+                match n {
+                    0 => (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "4")], "busy").into_response(),
+                    1 => (StatusCode::GATEWAY_TIMEOUT, [("retry-after", "120")], "slow").into_response(),
+                    _ => (StatusCode::OK, "{}").into_response(),
+                }
+            }
+        }),
+    ))
+    .await;
+    let clock = clock();
+    let api = ApiClient::new(&HttpSettings::default(), clock.clone()).unwrap().named("Microsoft Graph");
+    api.send(&ApiRequest::get(base.join("x").unwrap())).await.unwrap();
+    let sleeps = clock.sleeps();
+    assert_eq!(sleeps[0], Duration::from_secs(4));
+    assert!(sleeps[1] <= Duration::from_secs(1), "{sleeps:?}");
+    let notes = api.wait_log().take_notes();
+    assert_eq!(notes.len(), 2);
+    assert_eq!(notes[0].to_string(), "4.0 s for Microsoft Graph's rate limit (503 with Retry-After)");
+    assert!(notes[1].to_string().contains("before retry 2 after a 504 from Microsoft Graph"), "{}", notes[1]);
+}
+
+/// A request that outlasts the timeout is retried with a backoff, counted
+/// as a retry after a timeout.
+#[tokio::test]
+async fn a_timeout_is_retried_with_a_backoff() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let base = serve(Router::new().route(
+        "/slow",
+        get(move || {
+            let n = h.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+                "{}"
+            }
+        }),
+    ))
+    .await;
+    let clock = clock();
+    let settings = HttpSettings { timeout_ms: Some(200), ..HttpSettings::default() };
+    let api = ApiClient::new(&settings, clock.clone()).unwrap();
+    api.send(&ApiRequest::get(base.join("slow").unwrap())).await.unwrap();
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    let waits = api.wait_log().waits();
+    assert_eq!((waits.retries_after_timeouts, waits.retries()), (1, 1), "{waits:?}");
+}
+
+/// Never more requests in flight than the client's bound, however many are sent.
+#[tokio::test]
+async fn requests_in_flight_stay_within_the_bound() {
+    let now = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let (n, m) = (now.clone(), most.clone());
+    let base = serve(Router::new().route(
+        "/x",
+        get(move || {
+            let (n, m) = (n.clone(), m.clone());
+            async move {
+                let in_flight = n.fetch_add(1, Ordering::SeqCst) + 1;
+                m.fetch_max(in_flight, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                n.fetch_sub(1, Ordering::SeqCst);
+                "{}"
+            }
+        }),
+    ))
+    .await;
+    let api = ApiClient::new(&HttpSettings::default(), clock()).unwrap().with_concurrency(3);
+    let request = ApiRequest::get(base.join("x").unwrap());
+    let sends: Vec<_> = (0..12).map(|_| api.send(&request)).collect();
+    for result in futures::future::join_all(sends).await {
+        result.unwrap();
+    }
+    assert_eq!(most.load(Ordering::SeqCst), 3);
+}
+
+/// A `Retry-After` too long for the calendar fails the request as too long a
+/// wait; nothing overflows.
+#[tokio::test]
+async fn an_absurd_retry_after_is_refused_without_overflow() {
+    let base =
+        serve(Router::new().route(
+            "/x",
+            get(|| async { (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "18446744073709551615")], "") }),
+        ))
+        .await;
+    let clock = clock();
+    let api = ApiClient::new(&HttpSettings::default(), clock.clone()).unwrap();
+    let result = api.send(&ApiRequest::get(base.join("x").unwrap())).await;
+    assert!(matches!(result, Err(ConnectorError::RateLimited { wait: Some(_) })), "{result:?}");
+    assert!(clock.sleeps().is_empty());
+}

@@ -17,7 +17,7 @@
 //!    their `@odata.nextLink`, 20 to a `$batch`. Nested groups and service
 //!    principals are not people and are skipped.
 //!
-//! Batches go [`BATCH_CONCURRENCY`] at a time. Only ids (users in scope,
+//! Batches go `http.concurrency` (at most [`BATCH_CONCURRENCY`](crate::BATCH_CONCURRENCY)) at a time. Only ids (users in scope,
 //! assigned groups, pending paging links) are held in memory; users, groups
 //! and memberships are written page by page.
 
@@ -28,7 +28,7 @@ use muster_connector::http::odata_next_link;
 use muster_connector::{ConnectorError, Group, Membership, MembershipChange, Page, PageWriter};
 use serde_json::Value;
 
-use crate::batch::{BATCH_CONCURRENCY, BatchGet, MAX_BATCH};
+use crate::batch::{BatchGet, MAX_BATCH};
 use crate::{APP_GROUP_SELECT, EntraConnector, USER_SELECT, app_scope_error, graph_user, text};
 
 /// The largest page Graph serves of directory objects (`$top` 1 to 999).
@@ -157,7 +157,7 @@ impl EntraConnector {
         // The futures are made first: a stream mapping by a closure over borrowed
         // chunks trips the compiler's Send analysis inside async_trait.
         let reads: Vec<_> = groups.chunks(GROUPS_PER_BATCH).map(|chunk| self.groups_batch(chunk)).collect();
-        let reads = stream::iter(reads).buffered(BATCH_CONCURRENCY);
+        let reads = stream::iter(reads).buffered(self.concurrency);
         let mut reads = std::pin::pin!(reads);
         while let Some(read) = reads.next().await {
             let (chunk, answers) = read?;

@@ -15,8 +15,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
-use muster_connector::http::{Url, parse_retry_after};
-use muster_connector::{ApiRequest, ConnectorError, RetryPolicy};
+use muster_connector::http::{Url, parse_retry_after, trouble_of};
+use muster_connector::{ApiRequest, ConnectorError, RateSignal, RetryDecision, Trouble, WaitCause, WaitNote};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::warn;
@@ -26,12 +26,13 @@ use crate::{EntraConnector, graph_error};
 /// Graph takes at most 20 requests in one batch ("Batch size limitations").
 pub const MAX_BATCH: usize = 20;
 
-/// Batches in flight at once. Graph's identity limits are a token bucket per
-/// app and tenant ("Identity and access service limits": 3,500 resource
-/// units per 10 s for the smallest tenants, 8,000 above 500 users), each GET
-/// costing 1 with `$select`. Four batches of 20 in flight at ~300 ms each stay
-/// near 2,700 units per 10 s, under the smallest tenant's limit, and leave
-/// room for other apps of the tenant.
+/// Requests (batches or plain GETs) in flight at once, the default and the
+/// most `http.concurrency` may ask. Graph's identity limits are a token
+/// bucket per app and tenant ("Identity and access service limits": 3,500
+/// resource units per 10 s for the smallest tenants, 8,000 above 500
+/// users), each GET costing 1 with `$select`. Four batches of 20 in flight
+/// at ~300 ms each stay near 2,700 units per 10 s, under the smallest
+/// tenant's limit, and leave room for other apps of the tenant.
 pub const BATCH_CONCURRENCY: usize = 4;
 
 /// One GET of a batch: `url` is relative to the version (`/users?...`).
@@ -98,15 +99,6 @@ impl BatchAnswer {
 }
 
 impl EntraConnector {
-    fn retry_policy(&self) -> RetryPolicy {
-        let http = &self.config.http;
-        RetryPolicy {
-            max_attempts: http.max_attempts.max(1),
-            base: Duration::from_millis(http.backoff_base_ms),
-            cap: Duration::from_millis(http.backoff_cap_ms),
-        }
-    }
-
     /// Sends `gets` (at most [`MAX_BATCH`]) as one batch and answers each, in
     /// the order given: the body of a 2xx, or the error its status means
     /// (a 404 is [`ConnectorError::NotFound`], for the caller to weigh).
@@ -118,8 +110,6 @@ impl EntraConnector {
         let url = self.url("/v1.0/$batch");
         let mut answers: Vec<Option<Result<Value, ConnectorError>>> = (0..gets.len()).map(|_| None).collect();
         let mut pending: Vec<usize> = (0..gets.len()).collect();
-        let policy = self.retry_policy();
-        let max_wait = Duration::from_secs(self.config.http.max_wait_secs);
         let mut attempt: u32 = 0;
         while !pending.is_empty() {
             attempt += 1;
@@ -131,6 +121,7 @@ impl EntraConnector {
             let mut again = Vec::new();
             let mut asked: Option<Duration> = None;
             let mut last_status = 0;
+            let mut throttled_status = None;
             let mut unauthorized = false;
             for answer in body.responses {
                 let Some(i) = answer.id.parse::<usize>().ok().filter(|i| pending.contains(i)) else {
@@ -142,7 +133,13 @@ impl EntraConnector {
                 match answer.status {
                     200..=299 => answers[i] = Some(Ok(answer.body)),
                     429 | 500 | 502 | 503 | 504 => {
-                        asked = asked.max(answer.retry_after(now));
+                        let after = answer.retry_after(now);
+                        let signal = RateSignal { retry_after: after, ..RateSignal::default() };
+                        // Classified as a whole request is: a 429, or a 503 with Retry-After, is throttling.
+                        if trouble_of(answer.status, &signal).is_throttled() {
+                            asked = asked.max(after);
+                            throttled_status = throttled_status.or(Some(answer.status));
+                        }
                         last_status = answer.status;
                         again.push(i);
                     }
@@ -162,26 +159,34 @@ impl EntraConnector {
             if again.is_empty() {
                 break;
             }
-            let throttled = last_status == 429 || asked.is_some();
-            if attempt >= policy.max_attempts {
-                warn!(requests = again.len(), attempts = attempt, "giving up on throttled batch requests");
-                return Err(if throttled {
-                    ConnectorError::RateLimited { wait: asked }
-                } else {
-                    ConnectorError::Http { status: last_status, detail: "batch requests kept failing".into() }
-                });
+            // One decision for the requests to send again, by the policy every request follows:
+            // the longest Retry-After among the throttled ones, else a backoff.
+            let trouble = match throttled_status {
+                Some(status) => Trouble::Throttled { status },
+                None => Trouble::ServerError { status: last_status },
+            };
+            let signal = RateSignal { retry_after: asked, ..RateSignal::default() };
+            match self.api.decide(trouble, &signal, attempt) {
+                RetryDecision::GiveUp => {
+                    warn!(requests = again.len(), attempts = attempt, "giving up on throttled batch requests");
+                    return Err(if trouble.is_throttled() {
+                        ConnectorError::RateLimited { wait: asked }
+                    } else {
+                        ConnectorError::Http { status: last_status, detail: "batch requests kept failing".into() }
+                    });
+                }
+                RetryDecision::TooLong { wait } => return Err(ConnectorError::RateLimited { wait: Some(wait) }),
+                RetryDecision::Retry { wait, reason } => {
+                    warn!(
+                        requests = again.len(),
+                        attempt,
+                        wait_ms = wait.as_millis() as u64,
+                        "batch requests throttled or failing; retrying them"
+                    );
+                    let cause = WaitCause::after(trouble, reason);
+                    self.api.pause(WaitNote { vendor: self.api.vendor(), wait, cause, attempt }).await;
+                }
             }
-            let wait = asked.unwrap_or_else(|| policy.backoff(attempt));
-            if wait > max_wait {
-                return Err(ConnectorError::RateLimited { wait: Some(wait) });
-            }
-            warn!(
-                requests = again.len(),
-                attempt,
-                wait_ms = wait.as_millis() as u64,
-                "batch requests throttled; retrying them"
-            );
-            self.api.clock().sleep(wait).await;
             pending = again;
         }
         Ok(answers
@@ -190,8 +195,8 @@ impl EntraConnector {
             .collect())
     }
 
-    /// Sends `gets` in batches of [`MAX_BATCH`], [`BATCH_CONCURRENCY`] at a
-    /// time, answering each in the order given.
+    /// Sends `gets` in batches of [`MAX_BATCH`], `http.concurrency` (at most
+    /// [`BATCH_CONCURRENCY`]) at a time, answering each in the order given.
     pub(crate) async fn batch_all(
         &self,
         gets: Vec<BatchGet>,
@@ -200,7 +205,7 @@ impl EntraConnector {
         // compiler's Send analysis inside async_trait.
         let batches: Vec<_> = gets.chunks(MAX_BATCH).map(|chunk| self.batch(chunk)).collect();
         let answers: Vec<Vec<Result<Value, ConnectorError>>> =
-            stream::iter(batches).buffered(BATCH_CONCURRENCY).try_collect().await?;
+            stream::iter(batches).buffered(self.concurrency).try_collect().await?;
         Ok(answers.into_iter().flatten().collect())
     }
 

@@ -3,10 +3,13 @@
 //! `$select`), following `@odata.nextLink` to the `@odata.deltaLink` that
 //! becomes the cursor. `members@delta` changes are applied as they come (a
 //! large group spans several pages), `@removed` entries become removals, and
-//! a 410 (expired delta token) asks for a full resync. Authenticates with
+//! a 410 (expired delta token) asks for a full resync. The users and the
+//! groups rounds are read side by side (two endpoint families), so a page
+//! waiting out a retry in one does not hold up the other. Authenticates with
 //! client credentials, by secret or by certificate (an RS256 client
 //! assertion), against a configurable authority for national clouds.
-//! Throttling (429 with `Retry-After`) is obeyed exactly by the core client.
+//! Throttling (429, or 503 with `Retry-After`) is obeyed exactly by the core
+//! client; 5xx back off.
 //!
 //! With [`EntraScope::App`] the connector pulls only the users and groups
 //! assigned to one enterprise application (its service principal's
@@ -37,12 +40,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine;
+use futures::future::BoxFuture;
 use muster_connector::auth::random_jti;
 use muster_connector::http::{ApiResponse, Url, Verdict, odata_delta_link, odata_next_link};
 use muster_connector::{
     ApiClient, ApiRequest, Assignment, BaseUrl, Capabilities, CheckReport, Clock, ConnectorError, CredentialKey,
-    Cursor, Group, Membership, MembershipChange, Page, PageWriter, PullConnector, PullMode, Removal, RemovalReason,
-    Secret, TokenCache, TokenPool, User, fetch_oauth_token, sign_rs256,
+    Cursor, Group, Membership, MembershipChange, Page, PageWriter, PullConnector, PullMode, ReadQueue, Removal,
+    RemovalReason, Secret, TokenCache, TokenPool, User, WaitLog, fetch_oauth_token, sign_rs256,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -82,6 +86,13 @@ struct DeltaCursor {
     groups: String,
 }
 
+/// The two delta rounds of a tenant pull.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    Users,
+    Groups,
+}
+
 /// A pull connector for one Entra tenant.
 pub struct EntraConnector {
     config: EntraConfig,
@@ -91,6 +102,8 @@ pub struct EntraConnector {
     token_url: Url,
     token_scope: String,
     api: ApiClient,
+    /// Requests (batches, delta pages) in flight at once.
+    concurrency: usize,
     credential: Credential,
     tokens: Arc<TokenCache>,
 }
@@ -182,7 +195,8 @@ impl EntraConnector {
                 )));
             }
         }
-        let api = ApiClient::new(&config.http, clock)?;
+        let concurrency = config.http.concurrency_for("microsoft graph", BATCH_CONCURRENCY, BATCH_CONCURRENCY)?;
+        let api = ApiClient::new(&config.http, clock)?.named("Microsoft Graph").with_concurrency(concurrency);
         let version_root = format!("{graph}/v1.0");
         Ok(Self {
             token_scope: config.token_scope(),
@@ -191,6 +205,7 @@ impl EntraConnector {
             version_root,
             token_url,
             api,
+            concurrency,
             credential,
             tokens: Arc::new(TokenCache::new(TOKEN_MARGIN)),
         })
@@ -303,22 +318,48 @@ impl EntraConnector {
         response?.json()
     }
 
-    /// Reads one delta round from `start` to its deltaLink, a sink page per Graph page.
-    async fn delta_round(&self, start: Url, groups: bool, out: &mut PageWriter<'_>) -> Result<String, ConnectorError> {
-        let mut url = start;
-        loop {
-            let body = self.get(url).await?;
+    /// One page of a delta round.
+    fn delta_page(&self, round: Round, url: Url) -> BoxFuture<'_, Result<(Round, Value), ConnectorError>> {
+        Box::pin(async move { Ok((round, self.get(url).await?)) })
+    }
+
+    /// Reads the users and the groups delta rounds from their starts to
+    /// their deltaLinks, side by side when the concurrency allows (they are
+    /// two endpoint families; each round is a chain of pages), a sink page
+    /// per Graph page as it arrives. Answers the (users, groups) deltaLinks.
+    async fn delta_rounds(
+        &self,
+        users: Url,
+        groups: Url,
+        out: &mut PageWriter<'_>,
+    ) -> Result<(String, String), ConnectorError> {
+        let mut reads = ReadQueue::new(self.concurrency);
+        reads.push(self.delta_page(Round::Users, users));
+        reads.push(self.delta_page(Round::Groups, groups));
+        let (mut users_link, mut groups_link) = (None, None);
+        while let Some(read) = reads.next().await {
+            let (round, body) = read?;
             let items = body.get("value").and_then(Value::as_array).cloned().unwrap_or_default();
-            let page = if groups { self.groups_page(items) } else { self.users_page(items).await? };
+            let page = match round {
+                Round::Users => self.users_page(items).await?,
+                Round::Groups => self.groups_page(items),
+            };
             out.write(page).await?;
             if let Some(next) = odata_next_link(&body) {
-                url = self.same_origin(next)?;
+                reads.push(self.delta_page(round, self.same_origin(next)?));
             } else if let Some(delta) = odata_delta_link(&body) {
                 self.same_origin(delta)?;
-                return Ok(delta.to_owned());
+                match round {
+                    Round::Users => users_link = Some(delta.to_owned()),
+                    Round::Groups => groups_link = Some(delta.to_owned()),
+                }
             } else {
                 return Err(ConnectorError::Protocol("delta page with neither nextLink nor deltaLink".into()));
             }
+        }
+        match (users_link, groups_link) {
+            (Some(users), Some(groups)) => Ok((users, groups)),
+            _ => Err(ConnectorError::Protocol("a delta round ended without a deltaLink".into())),
         }
     }
 
@@ -456,9 +497,12 @@ impl PullConnector for EntraConnector {
                 (self.same_origin(&state.users)?, self.same_origin(&state.groups)?)
             }
         };
-        let users = self.delta_round(users_start, false, out).await?;
-        let groups = self.delta_round(groups_start, true, out).await?;
+        let (users, groups) = self.delta_rounds(users_start, groups_start, out).await?;
         Ok(Some(Cursor::encode(&DeltaCursor { users, groups })?))
+    }
+
+    fn wait_log(&self) -> Option<Arc<WaitLog>> {
+        Some(self.api.wait_log())
     }
 }
 

@@ -511,3 +511,70 @@ async fn tokens_outlive_a_connector_until_shortly_before_expiry() {
     assert_eq!(fake.token_requests(), 4);
     assert_eq!(pool.len(), 2);
 }
+
+fn tenant_connector(fake: &EntraFake, dir: &tempfile::TempDir, clock: &Arc<ManualClock>) -> EntraConnector {
+    let cfg = config(fake, EntraCredential::ClientSecret { secret: secret_file(dir, "s", CLIENT_SECRET) });
+    EntraConnector::new(cfg, clock.clone()).unwrap()
+}
+
+/// Issue 14: a 5xx carrying a far-off `Retry-After` (Graph's only wait
+/// header: it names no remaining/reset for the directory) is an error, not
+/// a throttle: a 500 and a 504 are retried within the backoff. A 503 with
+/// `Retry-After` is Graph throttling, and waits for it.
+#[tokio::test]
+async fn a_5xx_with_a_far_off_retry_after_retries_within_the_backoff() {
+    let clock = clock();
+    let fake = EntraFake::start(10).await;
+    let dir = tempfile::tempdir().unwrap();
+    fake.create_user(&person("a"));
+    let connector = tenant_connector(&fake, &dir, &clock);
+    connector.check().await.unwrap();
+    fake.fail_next_status(500, Some(60));
+    fake.fail_next_status(504, Some(60));
+    let mut sink = MemorySink::new();
+    let outcome = run_pull(&connector, PullMode::Refresh, &mut sink, &PullOptions::default()).await.unwrap();
+    assert_eq!(sink.users.len(), 1);
+    let sleeps = clock.sleeps();
+    assert_eq!(sleeps.len(), 2, "{sleeps:?}");
+    assert!(sleeps[0] <= Duration::from_millis(500) && sleeps[1] <= Duration::from_secs(1), "{sleeps:?}");
+    assert_eq!(outcome.waits.to_string(), "2 retries after 5xx");
+
+    fake.fail_next_status(503, Some(2));
+    let outcome = run_pull(&connector, PullMode::Refresh, &mut sink, &PullOptions::default()).await.unwrap();
+    assert_eq!(clock.sleeps()[2..], [Duration::from_secs(2)]);
+    assert_eq!(outcome.waits.to_string(), "waited 2.0 s for Microsoft Graph's rate limit");
+}
+
+/// The users and the groups rounds are read side by side, and a fifth of
+/// the requests failing (429 and 503 with Retry-After, 500, hangs ending in
+/// 504) still lists the tenant exactly.
+#[tokio::test]
+async fn delta_rounds_overlap_and_a_flaky_tenant_is_listed_exactly() {
+    let clock = clock();
+    let fake = EntraFake::start(20).await;
+    let dir = tempfile::tempdir().unwrap();
+    let users: Vec<String> = (0..200).map(|i| fake.create_user(&person(&format!("f{i:03}")))).collect();
+    let mut want = std::collections::BTreeSet::new();
+    for g in 0..20 {
+        let group = fake.create_group(&format!("g{g:02}"));
+        for user in users.iter().skip(g).step_by(7) {
+            fake.add_member(&group, user);
+            want.insert(Membership::new(group.clone(), user.clone()));
+        }
+    }
+    let connector = tenant_connector(&fake, &dir, &clock);
+    connector.check().await.unwrap();
+    fake.set_latency(Duration::from_millis(10));
+    listing(&connector).await;
+    assert_eq!(fake.max_in_flight(), 2, "the two rounds overlap, and only they");
+    fake.set_latency(Duration::ZERO);
+
+    fake.set_flakiness(0.2, 14);
+    let mut sink = MemorySink::new();
+    let outcome = run_pull(&connector, PullMode::Refresh, &mut sink, &PullOptions::default()).await.unwrap();
+    assert_eq!(sink.users.len(), 200);
+    assert_eq!(sink.memberships, want);
+    let tally = fake.flaky_tally();
+    assert!(tally.failures() > 0, "{tally:?}");
+    assert!(u64::from(outcome.waits.rate_limit_waits + outcome.waits.retries()) >= tally.failures());
+}

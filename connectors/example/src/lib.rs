@@ -30,7 +30,7 @@ use muster_connector::http::{ApiResponse, Url, Verdict};
 use muster_connector::{
     ApiClient, ApiRequest, Assignment, BaseUrl, Capabilities, CheckReport, Clock, ConnectorError, ConnectorSpec,
     Cursor, CursorTrail, Group, Membership, MembershipChange, Page, PageWriter, PullConnector, PullMode, Secret,
-    TokenPool, User,
+    TokenPool, User, WaitLog,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -167,7 +167,8 @@ impl ExampleConnector {
             return Err(ConnectorError::Config("page_size must be 1 to 500".into()));
         }
         let token = config.token.resolve()?;
-        let api = ApiClient::new(&config.http, clock)?;
+        // Named, so a run's outcome says whose rate limit it waited for.
+        let api = ApiClient::new(&config.http, clock)?.named("Example Directory");
         Ok(Self { base, page_size: config.page_size, api, token })
     }
 
@@ -256,5 +257,10 @@ impl PullConnector for ExampleConnector {
                 Err(ConnectorError::ResyncRequired("example directory has no change feed".into()))
             }
         }
+    }
+
+    /// The client's waits, for the run's outcome and progress.
+    fn wait_log(&self) -> Option<Arc<WaitLog>> {
+        Some(self.api.wait_log())
     }
 }

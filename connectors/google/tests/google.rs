@@ -457,3 +457,70 @@ async fn tokens_outlive_a_connector_until_shortly_before_expiry() {
     assert!(matches!(err, ConnectorError::Forbidden(_)), "{err}");
     assert_eq!(fake.token_requests(), 4);
 }
+
+/// Issue 14: Google sends no rate-limit headers; a 5xx carrying a far-off
+/// `Retry-After` (a proxy or front end may add one) is an error, not a
+/// throttle: a 500 and a 504 are retried within the backoff. Its throttling
+/// answers (429 `rateLimitExceeded` without `Retry-After`) back off too.
+#[tokio::test]
+async fn a_5xx_with_a_far_off_retry_after_retries_within_the_backoff() {
+    let clock = clock();
+    let fake = GoogleFake::start(10).await;
+    let env = key_file(&fake);
+    fake.create_user(&person("ann", true));
+    let connector = GoogleConnector::new(config(&fake, &env, GoogleScope::Customer), clock.clone()).unwrap();
+    connector.check().await.unwrap();
+    fake.fail_next_status(500, Some(60));
+    fake.fail_next_status(504, Some(60));
+    fake.fail_next_status(429, None);
+    let mut sink = MemorySink::new();
+    let outcome = run_pull(&connector, PullMode::Refresh, &mut sink, &PullOptions::default()).await.unwrap();
+    assert_eq!(sink.users.len(), 1);
+    let sleeps = clock.sleeps();
+    assert_eq!(sleeps.len(), 3, "{sleeps:?}");
+    for (i, sleep) in sleeps.iter().enumerate() {
+        assert!(*sleep <= Duration::from_millis(500 << i), "retry {}: {sleep:?}", i + 1);
+    }
+    assert_eq!(outcome.waits.retries_after_5xx, 2);
+    assert_eq!(outcome.waits.rate_limit_waits, 1);
+}
+
+/// Groups are expanded side by side, within the configured concurrency, and
+/// a fifth of the requests failing (429 and 403 rate limits, 500, 503,
+/// hangs ending in 504) still lists the customer exactly.
+#[tokio::test]
+async fn groups_expand_side_by_side_and_a_flaky_customer_is_listed_exactly() {
+    let clock = clock();
+    let fake = GoogleFake::start(20).await;
+    let env = key_file(&fake);
+    let users: Vec<String> = (0..200).map(|i| fake.create_user(&person(&format!("f{i:03}"), true))).collect();
+    let mut want = std::collections::BTreeSet::new();
+    for g in 0..20 {
+        let group = fake.create_group(&format!("g{g:02}"));
+        for user in users.iter().skip(g).step_by(7) {
+            fake.add_member(&group, user);
+            want.insert(Membership::new(group.clone(), user.clone()));
+        }
+    }
+    let cfg = GoogleConfig {
+        http: HttpSettings { concurrency: Some(3), ..HttpSettings::default() },
+        ..config(&fake, &env, GoogleScope::Customer)
+    };
+    let connector = GoogleConnector::new(cfg, clock.clone()).unwrap();
+    connector.check().await.unwrap();
+    fake.set_latency(Duration::from_millis(10));
+    let sink = full(&connector).await;
+    assert_eq!(sink.memberships, want);
+    let most = fake.max_in_flight();
+    assert!((2..=3).contains(&most), "{most} requests in flight at once");
+    fake.set_latency(Duration::ZERO);
+
+    fake.set_flakiness(0.2, 14);
+    let mut sink = MemorySink::new();
+    let outcome = run_pull(&connector, PullMode::Refresh, &mut sink, &PullOptions::default()).await.unwrap();
+    assert_eq!(sink.users.len(), 200);
+    assert_eq!(sink.memberships, want);
+    let tally = fake.flaky_tally();
+    assert!(tally.failures() > 0, "{tally:?}");
+    assert!(u64::from(outcome.waits.rate_limit_waits + outcome.waits.retries()) >= tally.failures());
+}

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use chrono::Utc;
 use fake::{API_TOKEN, APP_ID, CLIENT_ID, OktaFake};
-use muster_connector::conformance::{FakeDirectory, FakeUser, run_conformance};
+use muster_connector::conformance::{Failure, FakeDirectory, FakeUser, run_conformance};
 use muster_connector::{
     ConnectorError, HttpSettings, ManualClock, MemorySink, PullConnector, PullMode, PullOptions, SecretRef, TokenPool,
     run_pull,
 };
-use muster_connector_okta::{Okta, OktaAuth, OktaConfig, OktaConnector};
+use muster_connector_okta::{MAX_CONCURRENCY, Okta, OktaAuth, OktaConfig, OktaConnector};
 
 fn clock() -> Arc<ManualClock> {
     // Near the real time: the fake checks assertion expiry with the wall clock.
@@ -246,4 +246,132 @@ async fn service_app_tokens_outlive_a_connector() {
     assert_eq!(fake.token_requests(), 3);
     run_pull(&connect(), PullMode::Refresh, &mut sink, &PullOptions::default()).await.unwrap();
     assert_eq!(fake.token_requests(), 3);
+}
+
+fn users(fake: &OktaFake, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            fake.create_user(&FakeUser {
+                user_name: format!("u{i:04}@example.com"),
+                given_name: "G".into(),
+                family_name: "F".into(),
+                active: true,
+            })
+        })
+        .collect()
+}
+
+/// Issue 14: Okta puts `X-Rate-Limit-*` on every answer, errors included. A
+/// 500, 503 or 504 whose headers say the window resets in a minute, with
+/// plenty left, is retried within the backoff, not after the reset.
+#[tokio::test]
+async fn a_5xx_with_a_far_off_reset_retries_within_the_backoff() {
+    let clock = clock();
+    let fake = OktaFake::start(50, false, clock.clone()).await;
+    let s = secrets();
+    users(&fake, 3);
+    fake.set_remaining(999_999);
+    fake.set_reset_in(60);
+    fake.fail_next(&[Failure::ServerError]);
+    fake.fail_next_status(503, None);
+    fake.fail_next_status(504, None);
+    let connector =
+        OktaConnector::new(config(&fake, OktaAuth::ApiToken { token: s.token.clone() }, false), clock.clone()).unwrap();
+    let mut sink = MemorySink::new();
+    let outcome = run_pull(&connector, PullMode::Refresh, &mut sink, &PullOptions::default()).await.unwrap();
+    assert_eq!(sink.users.len(), 3);
+    // Backoff from 500 ms, doubling: at most 0.5 s, 1 s, 2 s; never the 60 s reset.
+    let sleeps = clock.sleeps();
+    assert_eq!(sleeps.len(), 3, "{sleeps:?}");
+    for (i, sleep) in sleeps.iter().enumerate() {
+        assert!(*sleep <= Duration::from_millis(500 << i), "retry {}: {sleep:?}", i + 1);
+    }
+    assert_eq!(outcome.waits.retries_after_5xx, 3);
+    assert_eq!(outcome.waits.rate_limit_waits, 0);
+    assert_eq!(outcome.waits.to_string(), "3 retries after 5xx");
+    assert_eq!(sink.waits.len(), 3, "the sink heard of each retry as it started");
+}
+
+/// A 429 with `Retry-After` waits for it, not for the (far-off) reset of the
+/// spent window, and holds up only its endpoint family for that long.
+#[tokio::test]
+async fn a_429_waits_for_retry_after_rather_than_the_reset() {
+    let clock = clock();
+    let fake = OktaFake::start(50, false, clock.clone()).await;
+    let s = secrets();
+    users(&fake, 3);
+    fake.set_reset_in(60);
+    fake.fail_next_status(429, Some(1));
+    let connector =
+        OktaConnector::new(config(&fake, OktaAuth::ApiToken { token: s.token.clone() }, false), clock.clone()).unwrap();
+    let mut sink = MemorySink::new();
+    let outcome = run_pull(&connector, PullMode::Refresh, &mut sink, &PullOptions::default()).await.unwrap();
+    assert_eq!(sink.users.len(), 3);
+    assert_eq!(clock.sleeps(), vec![Duration::from_secs(1)]);
+    assert_eq!(outcome.waits.rate_limit_waits, 1);
+    assert_eq!(outcome.waits.to_string(), "waited 1.0 s for Okta's rate limit");
+}
+
+/// Group member pages overlap (Okta limits the groups family per minute,
+/// not per request), never more at once than the configured concurrency,
+/// and the members come out exactly right.
+#[tokio::test]
+async fn group_member_pages_overlap_within_the_concurrency() {
+    let clock = clock();
+    let fake = OktaFake::start(5, false, clock.clone()).await;
+    let s = secrets();
+    let people = users(&fake, 30);
+    let mut want = std::collections::BTreeSet::new();
+    for g in 0..12 {
+        let group = fake.create_group(&format!("g{g}"));
+        for (_, user) in people.iter().enumerate().filter(|(i, _)| i % 12 == g || *i < 8) {
+            fake.add_member(&group, user);
+            want.insert(muster_connector::Membership::new(group.clone(), user.clone()));
+        }
+    }
+    fake.set_latency(Duration::from_millis(20));
+    let mut cfg = config(&fake, OktaAuth::ApiToken { token: s.token.clone() }, false);
+    cfg.http.concurrency = Some(3);
+    let connector = OktaConnector::new(cfg.clone(), clock.clone()).unwrap();
+    let mut sink = MemorySink::new();
+    run_pull(&connector, PullMode::Refresh, &mut sink, &PullOptions::default()).await.unwrap();
+    assert_eq!(sink.memberships, want);
+    let most = fake.max_in_flight();
+    assert!((2..=3).contains(&most), "{most} requests in flight at once");
+
+    cfg.http.concurrency = Some(MAX_CONCURRENCY + 1);
+    let err = OktaConnector::new(cfg, clock.clone()).unwrap_err();
+    assert!(matches!(err, ConnectorError::Config(ref d) if d.contains("35")), "{err}");
+}
+
+/// A fifth of the data requests failing (429 with Retry-After, 500, 503,
+/// hangs ending in 504, all with Okta's rate-limit headers): the listing is
+/// still exact, and the outcome says what was waited for.
+#[tokio::test]
+async fn a_flaky_org_is_listed_exactly() {
+    let clock = clock();
+    let fake = OktaFake::start(20, false, clock.clone()).await;
+    let s = secrets();
+    let people = users(&fake, 200);
+    let mut want = std::collections::BTreeSet::new();
+    for g in 0..20 {
+        let group = fake.create_group(&format!("g{g}"));
+        for user in people.iter().skip(g).step_by(7) {
+            fake.add_member(&group, user);
+            want.insert(muster_connector::Membership::new(group.clone(), user.clone()));
+        }
+    }
+    fake.set_flakiness(0.2, 14);
+    let connector =
+        OktaConnector::new(config(&fake, OktaAuth::ApiToken { token: s.token.clone() }, false), clock.clone()).unwrap();
+    let mut sink = MemorySink::new();
+    let outcome = run_pull(&connector, PullMode::Refresh, &mut sink, &PullOptions::default()).await.unwrap();
+    assert_eq!(sink.users.len(), 200);
+    assert_eq!(sink.memberships, want);
+    let tally = fake.flaky_tally();
+    assert!(tally.failures() > 0, "{tally:?}");
+    let waited = u64::from(outcome.waits.rate_limit_waits + outcome.waits.retries());
+    assert!(waited >= tally.failures(), "{} for {tally:?}", outcome.waits);
+    // No retry waited for the 45 s reset the answers named.
+    assert!(clock.sleeps().iter().all(|d| *d < Duration::from_secs(45)), "{:?}", clock.sleeps());
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use muster_connector::{
     CheckReport, Clock, ConnectorError, DirectorySink, Page, PullConnector, PullEnd, PullKind, PullMode, PullOptions,
-    PullOutcome, SinkError, TokenPool, plan_pull, run_pull,
+    PullOutcome, SinkError, TokenPool, WaitNote, plan_pull, run_pull,
 };
 use tokio::sync::watch;
 
@@ -188,6 +188,16 @@ impl DirectorySink for MirrorSink {
             }
         }
         Ok(())
+    }
+
+    /// Shows the latest wait in the run's progress, so whoever watches a slow pull sees why.
+    async fn waiting(&mut self, note: &WaitNote) {
+        self.run.outcome = format!("pulling; latest wait: {note}");
+        // A long wait is shown at once; short ones with the next progress write.
+        if note.wait >= PROGRESS_EVERY || self.last_progress.elapsed() >= PROGRESS_EVERY {
+            self.last_progress = tokio::time::Instant::now();
+            let _ = self.engine.save(&self.run).await;
+        }
     }
 }
 
@@ -495,8 +505,9 @@ impl Puller {
         };
         let w = sink.written;
         let held = sink.held.take();
+        let waits = if outcome.waits.is_empty() { String::new() } else { format!("; {}", outcome.waits) };
         let pulled = format!(
-            "{} {}: {} users in {} pages; mirror: {} users changed, {} removed, {} groups and {} memberships changed",
+            "{} {}: {} users in {} pages; mirror: {} users changed, {} removed, {} groups and {} memberships changed{waits}",
             dir.kind.name(),
             listing_kind(&outcome, connector.capabilities().incremental),
             outcome.users,

@@ -203,8 +203,20 @@ fn config_keys_cited_in_the_docs_exist() {
         services.iter().flat_map(|s| s.defaults.keys()).filter_map(|k| k.split_once('.').map(|(s, _)| s)).collect();
     let keys: BTreeSet<&str> = services.iter().flat_map(|s| s.defaults.keys().map(String::as_str)).collect();
     let files = ["toml", "md", "rs", "db", "json", "sql", "txt", "sh", "py", "proto", "log", "dump"];
-    // Dotted names that are not service config: the Okta connector's config fields.
-    let not_service = ["auth.token", "auth.private_key"];
+    // Dotted names that are not service config: the Okta connector's config fields,
+    // and every connector's `http` settings (muster_connector::HttpSettings).
+    let not_service = [
+        "auth.token",
+        "auth.private_key",
+        "http.timeout_secs",
+        "http.timeout_ms",
+        "http.connect_timeout_secs",
+        "http.max_attempts",
+        "http.backoff_base_ms",
+        "http.backoff_cap_ms",
+        "http.max_wait_secs",
+        "http.concurrency",
+    ];
     let mut unknown = Vec::new();
     for (path, text) in DOCS {
         for span in code_spans(text) {

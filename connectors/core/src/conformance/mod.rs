@@ -40,8 +40,15 @@
 //! Steps 6, 13 and 14 need a fake that can express them
 //! ([`FakeDirectory::add_outside_member`], a fake built on [`FakeControls`]);
 //! without, they are reported in [`ConformanceReport::skipped`], never passed.
+//! In step 10 a connector with a wait log must also report the waits in
+//! [`PullOutcome::waits`] and tell the sink of them.
+//!
+//! It also offers the fakes [`Flakiness`]: a share of their data requests
+//! failing as the vendor's 429, 500, 503 and hangs ending in 504, for tests
+//! of pulls under failures (module [`flaky`]).
 
 pub mod controls;
+pub mod flaky;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -49,6 +56,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use controls::{FakeControls, Listing, PageError, Paged, Paging};
+pub use flaky::{FLAKY_HANG, FakeLoad, Flakiness, FlakyAnswer, FlakyTally};
 
 use crate::clock::{Clock, ManualClock};
 use crate::contract::{ConnectorSpec, PageWriter, PullConnector, PullMode, PullOptions, PullOutcome, run_pull};
@@ -152,6 +160,18 @@ pub trait FakeDirectory: Send + Sync {
         if let Some(c) = self.controls() {
             c.set_hidden(hidden);
         }
+    }
+
+    /// From now on, `share` (0 to 1) of the data requests (not the token
+    /// endpoint's) fail as [`Flakiness`] picks, reproducibly from `seed`;
+    /// 0 turns it off. A fake that cannot is left as it is.
+    fn set_flakiness(&self, share: f64, seed: u64) {
+        let _ = (share, seed);
+    }
+
+    /// What the flakiness injected so far.
+    fn flaky_tally(&self) -> FlakyTally {
+        FlakyTally::default()
     }
 }
 
@@ -787,12 +807,22 @@ pub async fn run_conformance<C: ConnectorSpec>(
     // 429 and 5xx retried.
     let step = "retry on 429 and 5xx";
     let waits_before = clock.sleeps().len();
+    let notes_before = kit.sink.waits.len();
     kit.world.update(fake, &ids[4], |u| u.given_name = "Retried".into());
     fake.fail_next(&[Failure::RateLimited, Failure::ServerError, Failure::RateLimited]);
     let outcome = kit.pull(step, resume(&outcome.cursor)).await?;
     kit.compare(step)?;
     if clock.sleeps().len() < waits_before + 3 {
         return Err(kit.fail(step, "three failures were retried without waiting through the clock"));
+    }
+    if kit.connect(step)?.wait_log().is_some() {
+        let counted = outcome.waits.rate_limit_waits + outcome.waits.retries();
+        if counted < 3 {
+            return Err(kit.fail(step, format!("three waits, but the outcome reports {counted}: {}", outcome.waits)));
+        }
+        if kit.sink.waits.len() < notes_before + 3 {
+            return Err(kit.fail(step, "the sink did not hear of the three waits"));
+        }
     }
     kit.passed(step);
 

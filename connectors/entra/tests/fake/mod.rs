@@ -44,8 +44,16 @@
 //!   "correlation_id"}` (AADSTS1002012 for a scope without `/.default`,
 //!   AADSTS500011 for an unknown resource).
 //!
+//! - `throttling-limits` (identity and access service limits): every answer
+//!   carries `x-ms-resource-unit` (what the request cost); a 429 carries
+//!   `Retry-After`, `x-ms-throttle-scope` and `x-ms-throttle-information`;
+//!   `throttling`: a 503 may carry `Retry-After` too. Graph sends no
+//!   remaining/reset headers for the directory.
+//!
 //! With [`EntraFake::start_at`] every route lives under a path prefix (a
 //! proxy or gateway in front of Graph): `base` then includes it.
+//! [`EntraFake::set_flakiness`] makes a share of the data requests fail (429
+//! and 503 with `Retry-After: 1`, 500, a 2 s hang ending in 504).
 
 #![allow(
     clippy::unwrap_used,
@@ -66,7 +74,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use muster_connector::conformance::{Failure, FakeDirectory, FakeUser};
+use muster_connector::conformance::{FLAKY_HANG, Failure, FakeDirectory, FakeLoad, FakeUser, FlakyAnswer, FlakyTally};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -117,8 +125,6 @@ struct St {
     batch_items: Vec<String>,
     /// Failures answered by the next sub-requests of batches (not by whole HTTP requests).
     item_failures: VecDeque<Failure>,
-    in_flight: usize,
-    max_in_flight: usize,
     /// Delta rounds after the first carry changed users with only some
     /// properties (what `Prefer: return=minimal` answers).
     minimal_delta: bool,
@@ -140,6 +146,8 @@ struct St {
     auto_assign_groups: bool,
     /// The app registration lacks `Application.Read.All`: servicePrincipals answer 403.
     deny_applications: bool,
+    /// Requests in flight, failures by status, flakiness, latency.
+    load: FakeLoad,
 }
 
 #[derive(Clone)]
@@ -178,8 +186,6 @@ impl EntraFake {
             token_requests: 0,
             batch_items: Vec::new(),
             item_failures: VecDeque::new(),
-            in_flight: 0,
-            max_in_flight: 0,
             minimal_delta: false,
             version: 0,
             next_id: 0,
@@ -196,6 +202,7 @@ impl EntraFake {
             auto_assign_users: false,
             auto_assign_groups: false,
             deny_applications: false,
+            load: FakeLoad::default(),
         }));
         let api = Router::new()
             .route("/v1.0/users/delta", get(users_delta))
@@ -231,7 +238,7 @@ impl EntraFake {
 
     /// The most HTTP requests that were in flight at once.
     pub fn max_in_flight(&self) -> usize {
-        self.st.lock().unwrap().max_in_flight
+        self.st.lock().unwrap().load.max_in_flight()
     }
 
     /// The next sub-requests of batches answer these failures, one each (the
@@ -274,6 +281,17 @@ impl EntraFake {
         self.st.lock().unwrap().deny_applications = deny;
     }
 
+    /// The next request answers `status` (Graph's error body), with
+    /// `Retry-After` when given.
+    pub fn fail_next_status(&self, status: u16, retry_after: Option<u64>) {
+        self.st.lock().unwrap().load.fail_next_status(status, retry_after);
+    }
+
+    /// Every data request takes this long to answer, so requests overlap.
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        self.st.lock().unwrap().load.set_latency(latency);
+    }
+
     /// Assigns every user and/or group created from now on to the app (for
     /// the conformance kit in app scope).
     pub fn set_auto_assign(&self, users: bool, groups: bool) {
@@ -288,13 +306,41 @@ fn graph_error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+/// Graph's 429 of the identity limits: `Retry-After` and the throttle headers.
+fn too_many_requests(retry_after: u64) -> Response {
+    let mut r = graph_error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", "Too many requests.");
+    let h = r.headers_mut();
+    h.insert("retry-after", HeaderValue::from_str(&retry_after.to_string()).unwrap());
+    h.insert(
+        "x-ms-throttle-scope",
+        HeaderValue::from_str(&format!("Tenant_Application/Read/{TENANT}/{CLIENT_ID}")).unwrap(),
+    );
+    h.insert("x-ms-throttle-information", HeaderValue::from_static("ResourceUnitLimitExceeded"));
+    r
+}
+
+/// A Graph error of `status`, with `Retry-After` when given.
+fn status_error(status: u16, retry_after: Option<u64>) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if code == StatusCode::TOO_MANY_REQUESTS {
+        return too_many_requests(retry_after.unwrap_or(RETRY_AFTER_SECS));
+    }
+    let name = match status {
+        500 => "generalException",
+        503 => "serviceNotAvailable",
+        504 => "gatewayTimeout",
+        _ => "UnknownError",
+    };
+    let mut r = graph_error(code, name, code.canonical_reason().unwrap_or("Error."));
+    if let Some(secs) = retry_after {
+        r.headers_mut().insert("retry-after", HeaderValue::from_str(&secs.to_string()).unwrap());
+    }
+    r
+}
+
 fn failure(f: Failure, token_endpoint: bool) -> Response {
     match f {
-        Failure::RateLimited => {
-            let mut r = graph_error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", "Too many requests.");
-            r.headers_mut().insert("retry-after", HeaderValue::from_str(&RETRY_AFTER_SECS.to_string()).unwrap());
-            r
-        }
+        Failure::RateLimited => too_many_requests(RETRY_AFTER_SECS),
         Failure::ServerError => graph_error(StatusCode::SERVICE_UNAVAILABLE, "serviceNotAvailable", "Service unavailable."),
         Failure::Unauthorized if token_endpoint => (
             StatusCode::UNAUTHORIZED,
@@ -307,32 +353,74 @@ fn failure(f: Failure, token_endpoint: bool) -> Response {
     }
 }
 
+/// What the gate does with a request.
+enum Admit {
+    Answer(Response),
+    /// Say nothing for [`FLAKY_HANG`], then 504.
+    Hang,
+    Pass,
+}
+
+impl St {
+    fn admit(&mut self, request: &Request, token_endpoint: bool) -> Admit {
+        if let Some(f) = self.failures.pop_front() {
+            return Admit::Answer(failure(f, token_endpoint));
+        }
+        if let Some((left, f)) = self.fail_after {
+            if left == 0 {
+                return Admit::Answer(failure(f, token_endpoint));
+            }
+            self.fail_after = Some((left - 1, f));
+        }
+        if let Some((status, retry_after)) = self.load.next_status() {
+            return Admit::Answer(status_error(status, retry_after));
+        }
+        if !token_endpoint && let Some(answer) = self.load.next_flaky() {
+            return match answer {
+                FlakyAnswer::RateLimited => Admit::Answer(too_many_requests(1)),
+                FlakyAnswer::ServerError => Admit::Answer(status_error(500, None)),
+                // Graph's 503 says when to come back (throttling guidance).
+                FlakyAnswer::Unavailable => Admit::Answer(status_error(503, Some(1))),
+                FlakyAnswer::Hang => Admit::Hang,
+            };
+        }
+        if !token_endpoint && !self.authorized(request.headers()) {
+            return Admit::Answer(failure(Failure::Unauthorized, false));
+        }
+        Admit::Pass
+    }
+}
+
 async fn gate(State(st): State<Shared>, request: Request, next: Next) -> Response {
     let path = request.uri().path().to_owned();
     let token_endpoint = path.ends_with("/oauth2/v2.0/token");
-    {
+    let (admit, latency) = {
         let mut s = st.lock().unwrap();
         s.requests.push(format!("{} {}", request.method(), request.uri()));
         if token_endpoint {
             s.token_requests += 1;
         }
-        if let Some(f) = s.failures.pop_front() {
-            return failure(f, token_endpoint);
+        s.load.arrive();
+        (s.admit(&request, token_endpoint), s.load.latency())
+    };
+    let mut response = match admit {
+        Admit::Answer(r) => r,
+        Admit::Hang => {
+            tokio::time::sleep(FLAKY_HANG).await;
+            status_error(504, None)
         }
-        if let Some((left, f)) = s.fail_after {
-            if left == 0 {
-                return failure(f, token_endpoint);
+        Admit::Pass => {
+            if !latency.is_zero() && !token_endpoint {
+                tokio::time::sleep(latency).await;
             }
-            s.fail_after = Some((left - 1, f));
+            next.run(request).await
         }
-        if !token_endpoint && !s.authorized(request.headers()) {
-            return failure(Failure::Unauthorized, false);
-        }
-        s.in_flight += 1;
-        s.max_in_flight = s.max_in_flight.max(s.in_flight);
+    };
+    st.lock().unwrap().load.leave();
+    if !token_endpoint {
+        // What the request cost against the identity limits; every GET of the fake costs 1.
+        response.headers_mut().insert("x-ms-resource-unit", HeaderValue::from_static("1"));
     }
-    let response = next.run(request).await;
-    st.lock().unwrap().in_flight -= 1;
     response
 }
 
@@ -1022,5 +1110,13 @@ impl FakeDirectory for EntraFake {
 
     fn set_hidden(&self, hidden: bool) {
         self.st.lock().unwrap().hidden = hidden;
+    }
+
+    fn set_flakiness(&self, share: f64, seed: u64) {
+        self.st.lock().unwrap().load.set_flakiness(share, seed);
+    }
+
+    fn flaky_tally(&self) -> FlakyTally {
+        self.st.lock().unwrap().load.flaky_tally()
     }
 }

@@ -29,8 +29,15 @@
 //!   Signature.", "Invalid email or User ID"), 401 `unauthorized_client` when
 //!   the delegation does not grant a requested scope.
 //!
+//! - Google sends no rate-limit headers (no remaining, no reset) and, as the
+//!   limits page says, its throttling answers ask for exponential backoff:
+//!   the reason is in the body.
+//!
 //! With [`GoogleFake::start_at`] every route lives under a path prefix (a
 //! proxy in front of Google): `base` then includes it.
+//! [`GoogleFake::set_flakiness`] makes a share of the data requests fail (429
+//! `rateLimitExceeded` and 403 `userRateLimitExceeded` in turn, without
+//! `Retry-After`; 500 and 503 `backendError`; a 2 s hang ending in 504).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::result_large_err, dead_code)]
 
@@ -43,7 +50,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use muster_connector::conformance::{Failure, FakeDirectory, FakeUser};
+use muster_connector::conformance::{FLAKY_HANG, Failure, FakeDirectory, FakeLoad, FakeUser, FlakyAnswer, FlakyTally};
 use serde_json::{Value, json};
 
 pub const CLIENT_EMAIL: &str = "muster-sync@muster-test.iam.gserviceaccount.com";
@@ -92,6 +99,8 @@ struct St {
     /// the switch would otherwise see users but no groups).
     hidden_next: Option<bool>,
     requests: Vec<String>,
+    /// Requests in flight, failures by status, flakiness, latency.
+    load: FakeLoad,
 }
 
 #[derive(Clone)]
@@ -132,6 +141,7 @@ impl GoogleFake {
             hidden: false,
             hidden_next: None,
             requests: Vec::new(),
+            load: FakeLoad::default(),
         }));
         let router = Router::new()
             .route("/token", post(token))
@@ -174,6 +184,22 @@ impl GoogleFake {
 
     pub fn requests(&self) -> Vec<String> {
         self.st.lock().unwrap().requests.clone()
+    }
+
+    /// The next request answers `status` (Google's error body: `backendError`
+    /// for a 5xx), with `Retry-After` when given.
+    pub fn fail_next_status(&self, status: u16, retry_after: Option<u64>) {
+        self.st.lock().unwrap().load.fail_next_status(status, retry_after);
+    }
+
+    /// Every data request takes this long to answer, so requests overlap.
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        self.st.lock().unwrap().load.set_latency(latency);
+    }
+
+    /// The most requests that were in flight at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.st.lock().unwrap().load.max_in_flight()
     }
 
     /// The scopes the domain-wide delegation grants the client id.
@@ -272,36 +298,104 @@ fn failure(s: &mut St, f: Failure, token_endpoint: bool) -> Response {
     }
 }
 
-async fn gate(State(st): State<Shared>, request: Request, next: Next) -> Response {
-    let token_endpoint = request.uri().path() == "/token";
-    {
-        let mut s = st.lock().unwrap();
-        s.requests.push(format!("{} {}", request.method(), request.uri()));
-        if let Some(f) = s.failures.pop_front() {
-            return failure(&mut s, f, token_endpoint);
+/// A Directory API error of `status`: `backendError` for a 5xx.
+fn status_error(status: u16, retry_after: Option<u64>) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = match status {
+        429 => google_error(code, "rateLimitExceeded", "usageLimits", "Rate Limit Exceeded"),
+        504 => google_error(code, "deadlineExceeded", "global", "Deadline expired before operation could complete."),
+        _ => google_error(code, "backendError", "global", "Backend Error"),
+    };
+    if let Some(secs) = retry_after {
+        r.headers_mut().insert("retry-after", HeaderValue::from_str(&secs.to_string()).unwrap());
+    }
+    r
+}
+
+/// What the gate does with a request.
+enum Admit {
+    Answer(Response),
+    /// Say nothing for [`FLAKY_HANG`], then 504.
+    Hang,
+    Pass,
+}
+
+impl St {
+    fn admit(&mut self, request: &Request, token_endpoint: bool) -> Admit {
+        if let Some(f) = self.failures.pop_front() {
+            return Admit::Answer(failure(self, f, token_endpoint));
         }
-        if let Some((left, f)) = s.fail_after {
+        if let Some((left, f)) = self.fail_after {
             if left == 0 {
-                return failure(&mut s, f, token_endpoint);
+                return Admit::Answer(failure(self, f, token_endpoint));
             }
-            s.fail_after = Some((left - 1, f));
+            self.fail_after = Some((left - 1, f));
+        }
+        if let Some((status, retry_after)) = self.load.next_status() {
+            return Admit::Answer(status_error(status, retry_after));
+        }
+        if !token_endpoint && let Some(answer) = self.load.next_flaky() {
+            return match answer {
+                // The two documented throttling answers in turn, neither with Retry-After.
+                FlakyAnswer::RateLimited => {
+                    self.rate_limits_sent += 1;
+                    Admit::Answer(if self.rate_limits_sent % 2 == 1 {
+                        status_error(429, None)
+                    } else {
+                        google_error(
+                            StatusCode::FORBIDDEN,
+                            "userRateLimitExceeded",
+                            "usageLimits",
+                            "User Rate Limit Exceeded",
+                        )
+                    })
+                }
+                FlakyAnswer::ServerError => Admit::Answer(status_error(500, None)),
+                FlakyAnswer::Unavailable => Admit::Answer(status_error(503, None)),
+                FlakyAnswer::Hang => Admit::Hang,
+            };
         }
         if !token_endpoint {
             let auth = request.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
-            let Some(subject) = auth.strip_prefix("Bearer ").and_then(|t| s.tokens.get(t)) else {
-                return failure(&mut s, Failure::Unauthorized, false);
+            let Some(subject) = auth.strip_prefix("Bearer ").and_then(|t| self.tokens.get(t)) else {
+                return Admit::Answer(failure(self, Failure::Unauthorized, false));
             };
             if subject != ADMIN {
-                return google_error(
+                return Admit::Answer(google_error(
                     StatusCode::FORBIDDEN,
                     "forbidden",
                     "global",
                     "Not Authorized to access this resource/api",
-                );
+                ));
             }
         }
+        Admit::Pass
     }
-    next.run(request).await
+}
+
+async fn gate(State(st): State<Shared>, request: Request, next: Next) -> Response {
+    let token_endpoint = request.uri().path() == "/token";
+    let (admit, latency) = {
+        let mut s = st.lock().unwrap();
+        s.requests.push(format!("{} {}", request.method(), request.uri()));
+        s.load.arrive();
+        (s.admit(&request, token_endpoint), s.load.latency())
+    };
+    let response = match admit {
+        Admit::Answer(r) => r,
+        Admit::Hang => {
+            tokio::time::sleep(FLAKY_HANG).await;
+            status_error(504, None)
+        }
+        Admit::Pass => {
+            if !latency.is_zero() && !token_endpoint {
+                tokio::time::sleep(latency).await;
+            }
+            next.run(request).await
+        }
+    };
+    st.lock().unwrap().load.leave();
+    response
 }
 
 fn form(body: &str) -> HashMap<String, String> {
@@ -632,5 +726,13 @@ impl FakeDirectory for GoogleFake {
 
     fn set_hidden(&self, hidden: bool) {
         self.st.lock().unwrap().hidden_next = Some(hidden);
+    }
+
+    fn set_flakiness(&self, share: f64, seed: u64) {
+        self.st.lock().unwrap().load.set_flakiness(share, seed);
+    }
+
+    fn flaky_tally(&self) -> FlakyTally {
+        self.st.lock().unwrap().load.flaky_tally()
     }
 }

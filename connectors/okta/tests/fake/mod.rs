@@ -16,8 +16,15 @@
 //! - the org authorization server's `/oauth2/v1/token` for client credentials
 //!   with `private_key_jwt` (developer.okta.com/docs/guides/implement-oauth-for-okta-serviceapp).
 //!
+//! - every answer, errors and the token endpoint's included, carries
+//!   `X-Rate-Limit-Limit`, `X-Rate-Limit-Remaining` and `X-Rate-Limit-Reset`
+//!   (UTC epoch seconds), as Okta sends them (developer.okta.com/docs/reference/rl-best-practices).
+//!
 //! With [`OktaFake::start_at`] every route lives under a path prefix (a
 //! proxy in front of the org): `base` then includes it, and so do the links.
+//! [`OktaFake::set_flakiness`] makes a share of the data requests fail (429
+//! with `Retry-After: 1`, 500, 503, a 2 s hang ending in 504), each with the
+//! rate-limit headers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
@@ -31,8 +38,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
-use muster_connector::conformance::{Failure, FakeDirectory, FakeUser};
-use muster_connector::{Clock, ManualClock};
+use muster_connector::conformance::{FLAKY_HANG, Failure, FakeDirectory, FakeLoad, FakeUser, FlakyAnswer, FlakyTally};
+use muster_connector::{Clock, ManualClock, SystemClock};
 use serde_json::{Value, json};
 
 pub const API_TOKEN: &str = "00okta-test-token";
@@ -72,17 +79,20 @@ struct St {
     hidden: bool,
     /// Rate-limit headers to send: remaining, and reset seconds from now.
     remaining: i64,
+    reset_secs: i64,
+    /// Requests in flight, failures by status, flakiness, latency.
+    load: FakeLoad,
     pub requests: Vec<String>,
 }
 
 #[derive(Clone)]
 pub struct OktaFake {
     st: Arc<Mutex<St>>,
-    clock: Arc<ManualClock>,
+    clock: Arc<dyn Clock>,
     pub base: String,
 }
 
-type Shared = (Arc<Mutex<St>>, Arc<ManualClock>);
+type Shared = (Arc<Mutex<St>>, Arc<dyn Clock>);
 
 impl OktaFake {
     /// `app`: the org has an app `APP_ID`, and every user and group the kit
@@ -93,6 +103,16 @@ impl OktaFake {
 
     /// A fake whose routes live under `prefix` (`/okta`): a proxy in front of the org.
     pub async fn start_at(page_size: usize, app: bool, clock: Arc<ManualClock>, prefix: &str) -> Self {
+        Self::serve(page_size, app, clock, prefix).await
+    }
+
+    /// A fake on the wall clock, for connectors that wait for real (its
+    /// reset headers then name real times).
+    pub async fn start_live(page_size: usize, app: bool) -> Self {
+        Self::serve(page_size, app, Arc::new(SystemClock), "").await
+    }
+
+    async fn serve(page_size: usize, app: bool, clock: Arc<dyn Clock>, prefix: &str) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}{prefix}", listener.local_addr().unwrap());
         let st = Arc::new(Mutex::new(St {
@@ -112,6 +132,8 @@ impl OktaFake {
             fail_after: None,
             hidden: false,
             remaining: 599,
+            reset_secs: 45,
+            load: FakeLoad::default(),
             requests: Vec::new(),
         }));
         let shared: Shared = (st.clone(), clock.clone());
@@ -147,6 +169,27 @@ impl OktaFake {
     /// The next responses say the rate-limit window is used up.
     pub fn set_remaining(&self, remaining: i64) {
         self.st.lock().unwrap().remaining = remaining;
+    }
+
+    /// The window the rate-limit headers name resets this many seconds after each answer.
+    pub fn set_reset_in(&self, secs: i64) {
+        self.st.lock().unwrap().reset_secs = secs;
+    }
+
+    /// The next request answers `status` (Okta's error body), with
+    /// `Retry-After` when given, and the usual rate-limit headers.
+    pub fn fail_next_status(&self, status: u16, retry_after: Option<u64>) {
+        self.st.lock().unwrap().load.fail_next_status(status, retry_after);
+    }
+
+    /// Every data request takes this long to answer, so requests overlap.
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        self.st.lock().unwrap().load.set_latency(latency);
+    }
+
+    /// The most requests that were in flight at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.st.lock().unwrap().load.max_in_flight()
     }
 
     /// Takes a user out of the app without deleting it.
@@ -312,37 +355,104 @@ fn reqwest_url(s: &str) -> muster_connector::http::Url {
     muster_connector::http::Url::parse(s).unwrap()
 }
 
-/// Counts requests, injects failures, checks credentials, adds rate-limit headers.
+/// What the gate does with a request.
+enum Admit {
+    Answer(Response),
+    /// Say nothing for [`FLAKY_HANG`], then 504.
+    Hang,
+    Pass,
+}
+
+impl St {
+    fn admit(&mut self, request: &Request, path: &str, now: DateTime<Utc>) -> Admit {
+        if let Some(failure) = self.failures.pop_front() {
+            return Admit::Answer(self.failure(failure, path, now));
+        }
+        if let Some((left, failure)) = self.fail_after {
+            if left == 0 {
+                return Admit::Answer(self.failure(failure, path, now));
+            }
+            self.fail_after = Some((left - 1, failure));
+        }
+        if let Some((status, retry_after)) = self.load.next_status() {
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut r = Self::error(code, "E0000009", code.canonical_reason().unwrap_or("Error"));
+            if let Some(secs) = retry_after {
+                r.headers_mut().insert("retry-after", HeaderValue::from_str(&secs.to_string()).unwrap());
+            }
+            if status == 429 {
+                // Okta's 429 says the window is spent.
+                r.headers_mut().insert("x-rate-limit-remaining", HeaderValue::from_static("0"));
+            }
+            return Admit::Answer(r);
+        }
+        let token_endpoint = path == "/oauth2/v1/token";
+        if !token_endpoint && let Some(answer) = self.load.next_flaky() {
+            return match answer {
+                FlakyAnswer::RateLimited => {
+                    // A spent window resetting far ahead, and Retry-After naming the wait.
+                    let mut r = self.failure(Failure::RateLimited, path, now);
+                    let reset = (now.timestamp() + self.reset_secs).to_string();
+                    r.headers_mut().insert("x-rate-limit-reset", HeaderValue::from_str(&reset).unwrap());
+                    r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+                    Admit::Answer(r)
+                }
+                FlakyAnswer::ServerError => Admit::Answer(self.failure(Failure::ServerError, path, now)),
+                FlakyAnswer::Unavailable => {
+                    Admit::Answer(Self::error(StatusCode::SERVICE_UNAVAILABLE, "E0000009", "Service Unavailable"))
+                }
+                FlakyAnswer::Hang => Admit::Hang,
+            };
+        }
+        if !token_endpoint {
+            let auth = request.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+            let ok = auth == format!("SSWS {API_TOKEN}")
+                || auth.strip_prefix("Bearer ").is_some_and(|t| self.tokens.contains(t));
+            if !ok {
+                return Admit::Answer(Self::error(StatusCode::UNAUTHORIZED, "E0000011", "Invalid token provided"));
+            }
+        }
+        Admit::Pass
+    }
+}
+
+/// Counts requests, injects failures, checks credentials, and puts Okta's
+/// rate-limit headers on every answer (errors included, as Okta does).
 async fn gate(State((st, clock)): State<Shared>, request: Request, next: Next) -> Response {
     let path = request.uri().path().to_owned();
     let now = clock.now();
-    {
+    let (admit, latency) = {
         let mut s = st.lock().unwrap();
         s.requests.push(format!("{} {}", request.method(), request.uri()));
-        if let Some(failure) = s.failures.pop_front() {
-            return s.failure(failure, &path, now);
+        s.load.arrive();
+        (s.admit(&request, &path, now), s.load.latency())
+    };
+    let mut response = match admit {
+        Admit::Answer(r) => r,
+        Admit::Hang => {
+            tokio::time::sleep(FLAKY_HANG).await;
+            St::error(StatusCode::GATEWAY_TIMEOUT, "E0000009", "Gateway Timeout")
         }
-        if let Some((left, failure)) = s.fail_after {
-            if left == 0 {
-                return s.failure(failure, &path, now);
+        Admit::Pass => {
+            if !latency.is_zero() && path != "/oauth2/v1/token" {
+                tokio::time::sleep(latency).await;
             }
-            s.fail_after = Some((left - 1, failure));
+            next.run(request).await
         }
-        if path != "/oauth2/v1/token" {
-            let auth = request.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
-            let ok = auth == format!("SSWS {API_TOKEN}")
-                || auth.strip_prefix("Bearer ").is_some_and(|t| s.tokens.contains(t));
-            if !ok {
-                return St::error(StatusCode::UNAUTHORIZED, "E0000011", "Invalid token provided");
-            }
+    };
+    let mut s = st.lock().unwrap();
+    s.load.leave();
+    let remaining = s.remaining.to_string();
+    let reset = (now.timestamp() + s.reset_secs).to_string();
+    let h = response.headers_mut();
+    // A throttling answer sets its own (a spent window); every other answer the current one.
+    for (name, value) in
+        [("x-rate-limit-limit", "600"), ("x-rate-limit-remaining", &remaining), ("x-rate-limit-reset", &reset)]
+    {
+        if !h.contains_key(name) {
+            h.insert(name, HeaderValue::from_str(value).unwrap());
         }
     }
-    let mut response = next.run(request).await;
-    let remaining = st.lock().unwrap().remaining;
-    let h = response.headers_mut();
-    h.insert("x-rate-limit-limit", HeaderValue::from_static("600"));
-    h.insert("x-rate-limit-remaining", HeaderValue::from_str(&remaining.to_string()).unwrap());
-    h.insert("x-rate-limit-reset", HeaderValue::from_str(&(now.timestamp() + 45).to_string()).unwrap());
     response
 }
 
@@ -702,5 +812,13 @@ impl FakeDirectory for OktaFake {
 
     fn set_hidden(&self, hidden: bool) {
         self.st.lock().unwrap().hidden = hidden;
+    }
+
+    fn set_flakiness(&self, share: f64, seed: u64) {
+        self.st.lock().unwrap().load.set_flakiness(share, seed);
+    }
+
+    fn flaky_tally(&self) -> FlakyTally {
+        self.st.lock().unwrap().load.flaky_tally()
     }
 }
