@@ -19,7 +19,6 @@ cd "$work"
 # ephemeral range (32768+), where a busy machine's client sockets would collide.
 "${CARGO_TARGET_DIR:-$root/target}/debug/muster" up --data-dir "$work/data" \
   --policy-addr 127.0.0.1:27051 --membership-addr 127.0.0.1:27052 --directory-addr 127.0.0.1:27053 \
-  --policy-url http://127.0.0.1:27051 --membership-url http://127.0.0.1:27052 --directory-url http://127.0.0.1:27053 \
   --scim-addr 127.0.0.1:27080 --metrics-addr "" > "$work/up.log" 2>&1 &
 up=$!
 trap 'kill $up 2>/dev/null || true; wait $up 2>/dev/null || true; rm -rf "$work"' EXIT
