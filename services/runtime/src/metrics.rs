@@ -116,14 +116,59 @@ impl RpcMetrics {
     }
 }
 
+/// `(service, method)` of a call, for labels: only methods some Muster service, health
+/// or reflection has. Any other path (a caller may send any) is `unknown`, so labels
+/// cannot grow with what callers invent.
 fn split_path(path: &str) -> (&str, &str) {
+    if !known_methods().contains(path) {
+        return ("unknown", "unknown");
+    }
     let trimmed = path.trim_start_matches('/');
     trimmed.split_once('/').unwrap_or((trimmed, ""))
+}
+
+fn known_methods() -> &'static std::collections::HashSet<String> {
+    static KNOWN: std::sync::OnceLock<std::collections::HashSet<String>> = std::sync::OnceLock::new();
+    KNOWN.get_or_init(|| {
+        use prost::Message;
+        let mut known: std::collections::HashSet<String> = [
+            "/grpc.health.v1.Health/Check",
+            "/grpc.health.v1.Health/Watch",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        if let Ok(set) = prost_types::FileDescriptorSet::decode(muster_proto::FILE_DESCRIPTOR_SET) {
+            for file in set.file {
+                let package = file.package.unwrap_or_default();
+                for service in file.service {
+                    let name = service.name.unwrap_or_default();
+                    for method in service.method {
+                        known.insert(format!("/{package}.{name}/{}", method.name.unwrap_or_default()));
+                    }
+                }
+            }
+        }
+        known
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invented_paths_are_one_unknown_label() {
+        assert_eq!(split_path("/muster.policy.v1.PolicyService/GetOrg"), ("muster.policy.v1.PolicyService", "GetOrg"));
+        assert_eq!(split_path("/grpc.health.v1.Health/Check"), ("grpc.health.v1.Health", "Check"));
+        for invented in
+            ["/muster.policy.v1.PolicyService/Nope", "/x.Y/Z", "/", "", "/muster.runtime.v1.CredentialsProbe/Check"]
+        {
+            assert_eq!(split_path(invented), ("unknown", "unknown"), "{invented}");
+        }
+    }
 
     #[test]
     fn records_requests_errors_and_latency() {

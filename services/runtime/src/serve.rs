@@ -31,6 +31,10 @@ pub enum ServeError {
     Task(String),
 }
 
+/// Streams one client connection may have open at once: far above what a service's
+/// callers use (a few watches, a batch of calls), far below what would exhaust it.
+pub const MAX_CONCURRENT_STREAMS: u32 = 256;
+
 /// What a service hands to [`serve`].
 pub struct ServiceSpec {
     /// Fully qualified gRPC service names, reported by health (e.g. `muster.policy.v1.PolicyService`).
@@ -137,6 +141,8 @@ pub async fn serve(
     let server = tonic::transport::Server::builder()
         // The server enforces this deadline (or the client's shorter grpc-timeout) on every call.
         .timeout(options.request_timeout)
+        // One connection cannot open streams without bound (HTTP/2's default is unlimited).
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .layer(RpcGuardLayer::new(options.tokens, readiness.clone(), options.metrics))
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop);
