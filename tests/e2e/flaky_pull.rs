@@ -22,7 +22,7 @@ use muster_runtime::client::MembershipClient;
 use muster_tests::{DbKind, DirectoryClient, TestCluster};
 use serde_json::{Value, json};
 
-use super::support::{PATIENCE, admin, named};
+use super::support::{PATIENCE, named};
 
 on_both_databases! {
     okta_pull_under_failures_ends_with_the_right_members => okta;
@@ -237,52 +237,28 @@ async fn flaky_pull(kind: DbKind, vendor: Vendor) {
 
     // The wall clock: retries and rate limits cost real time, as in production.
     let cluster = TestCluster::start(kind).await;
-    let mut policy = cluster.policy();
-    let parent = policy
-        .create_parent_org(ppb::CreateParentOrgRequest {
-            name: "Acme".into(),
-            kind: ppb::ParentKind::Enterprise as i32,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let org = policy
-        .create_org(ppb::CreateOrgRequest {
-            parent_id: parent.id.clone(),
-            name: "Acme Enterprise".into(),
-            product: ppb::ProductKind::ClaudeEnterpriseSeat as i32,
-        })
-        .await
-        .unwrap()
-        .into_inner();
     let users_groups: Vec<_> =
         std::iter::once(named("staff")).chain((6..GROUPS / 2).map(|g| named(&format!("g{g:02}")))).collect();
-    policy
-        .update_settings(ppb::UpdateSettingsRequest {
-            org_id: org.id.clone(),
-            expected_version: 0,
-            settings: Some(ppb::SettingsInput {
-                mode: ppb::ProvisioningMode::Scim as i32,
-                advanced_group_mapping: true,
-                role_mappings: vec![
-                    ppb::RoleMapping { role: "Owner".into(), groups: vec![named("g01")] },
-                    ppb::RoleMapping {
-                        role: "Admin".into(),
-                        groups: (2..=5).map(|g| named(&format!("g{g:02}"))).collect(),
-                    },
-                    ppb::RoleMapping { role: "User".into(), groups: users_groups },
-                ],
-                seat_tier_mappings: vec![],
-            }),
-            actor: admin(),
+    let (parent_id, org_id) = cluster
+        .enterprise_org(ppb::SettingsInput {
+            mode: ppb::ProvisioningMode::Scim as i32,
+            advanced_group_mapping: true,
+            role_mappings: vec![
+                ppb::RoleMapping { role: "Owner".into(), groups: vec![named("g01")] },
+                ppb::RoleMapping {
+                    role: "Admin".into(),
+                    groups: (2..=5).map(|g| named(&format!("g{g:02}"))).collect(),
+                },
+                ppb::RoleMapping { role: "User".into(), groups: users_groups },
+            ],
+            seat_tier_mappings: vec![],
         })
-        .await
-        .unwrap();
+        .await;
     let directory = cluster.directory();
     let dir_id = directory
         .clone()
         .create_directory(dpb::CreateDirectoryRequest {
-            parent_id: parent.id.clone(),
+            parent_id,
             kind_name: idp.kind.into(),
             display_name: "Flaky IdP".into(),
             config_json: idp.config.to_string(),
@@ -308,7 +284,7 @@ async fn flaky_pull(kind: DbKind, vendor: Vendor) {
     let wall = started.elapsed();
     let pull = listed.map(|at| at.duration_since(started).as_secs_f64()).unwrap_or(f64::NAN);
 
-    let have = members(&cluster.membership(), &org.id).await;
+    let have = members(&cluster.membership(), &org_id).await;
     assert_eq!(have.len(), want.len(), "{} members, {} expected", have.len(), want.len());
     assert_eq!(have, want);
     let tally = idp.fake.flaky_tally();

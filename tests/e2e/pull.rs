@@ -13,7 +13,7 @@ use muster_connector::conformance::{Failure, FakeDeployment, FakeDirectory};
 use muster_proto::directory::v1 as dpb;
 use muster_proto::membership::v1 as mpb;
 use muster_proto::policy::v1 as ppb;
-use muster_runtime::client::{MembershipClient, PolicyClient};
+use muster_runtime::client::MembershipClient;
 use muster_tests::{DbKind, DirectoryClient, TestCluster};
 
 use super::support::{PATIENCE, admin, named, person, until};
@@ -74,46 +74,22 @@ impl World {
         cluster.stop_directory().await;
         cluster.connector_clock = Some(clock.clone());
         cluster.start_directory().await;
-        let mut policy: PolicyClient = cluster.policy();
-        let parent = policy
-            .create_parent_org(ppb::CreateParentOrgRequest {
-                name: "Acme".into(),
-                kind: ppb::ParentKind::Enterprise as i32,
+        let (parent_id, org_id) = cluster
+            .enterprise_org(ppb::SettingsInput {
+                mode: ppb::ProvisioningMode::Scim as i32,
+                advanced_group_mapping: true,
+                role_mappings: vec![
+                    ppb::RoleMapping { role: "Owner".into(), groups: vec![named("owners")] },
+                    ppb::RoleMapping { role: "Admin".into(), groups: vec![named("admins")] },
+                    ppb::RoleMapping { role: "User".into(), groups: vec![named("everyone")] },
+                ],
+                seat_tier_mappings: vec![],
             })
-            .await
-            .unwrap()
-            .into_inner();
-        let org = policy
-            .create_org(ppb::CreateOrgRequest {
-                parent_id: parent.id.clone(),
-                name: "Acme Enterprise".into(),
-                product: ppb::ProductKind::ClaudeEnterpriseSeat as i32,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        policy
-            .update_settings(ppb::UpdateSettingsRequest {
-                org_id: org.id.clone(),
-                expected_version: 0,
-                settings: Some(ppb::SettingsInput {
-                    mode: ppb::ProvisioningMode::Scim as i32,
-                    advanced_group_mapping: true,
-                    role_mappings: vec![
-                        ppb::RoleMapping { role: "Owner".into(), groups: vec![named("owners")] },
-                        ppb::RoleMapping { role: "Admin".into(), groups: vec![named("admins")] },
-                        ppb::RoleMapping { role: "User".into(), groups: vec![named("everyone")] },
-                    ],
-                    seat_tier_mappings: vec![],
-                }),
-                actor: admin(),
-            })
-            .await
-            .unwrap();
+            .await;
         let mut directory = cluster.directory();
         let created = directory
             .create_directory(dpb::CreateDirectoryRequest {
-                parent_id: parent.id.clone(),
+                parent_id: parent_id.clone(),
                 // By name: a connector added since the enum has no value in it.
                 kind_name: fake.kind.into(),
                 display_name: "IdP".into(),
@@ -131,7 +107,7 @@ impl World {
         assert_eq!((dir.kind_name.as_str(), dir.kind), (fake.kind, registered.kind));
         let dir_id = dir.id;
         let membership = cluster.membership();
-        Self { cluster, membership, directory, org_id: org.id, parent_id: parent.id, dir_id }
+        Self { cluster, membership, directory, org_id, parent_id, dir_id }
     }
 
     async fn members(&self) -> Vec<mpb::Member> {

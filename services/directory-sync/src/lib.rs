@@ -434,14 +434,15 @@ async fn run_inner(
         )
     });
     let (scim_log, log_writer) = scim_log::ScimLog::start(store.clone(), config.http.max_body_bytes, log_dropped);
+    let limits = config.http.limits();
     let http_task = tokio::spawn(http::serve(
-        http_limits::LimitedListener::new(listeners.http, &config.http.limits()),
+        http_limits::LimitedListener::new(listeners.http, &limits),
         http::router(
             store,
             scim_config,
             scim_log,
             http_metrics::HttpMetrics::register(&metrics),
-            http_limits::TokenLimits::new(config.http.limits()),
+            http_limits::TokenLimits::new(limits),
         ),
         stopped(stop_rx.clone()),
     ));

@@ -110,10 +110,7 @@ pub async fn serve(
     options: ServeOptions,
 ) -> Result<(), ServeError> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_service_status("", ServingStatus::NotServing).await;
-    for name in &spec.grpc_names {
-        reporter.set_service_status(*name, ServingStatus::NotServing).await;
-    }
+    set_health(&reporter, &spec.grpc_names, ServingStatus::NotServing).await;
     // Reflection lists what this port serves (its own service, health, reflection),
     // not every service the descriptor set knows; v1alpha too, for older tools.
     let reflection = || {
@@ -157,22 +154,9 @@ pub async fn serve(
     readiness.set_ready();
     // A first look at the upstreams before saying SERVING (briefly: one that is down
     // is not a reason to wait, only one that refuses the token is a reason to refuse).
-    let mut first = Vec::new();
-    for u in &spec.upstreams {
-        let found = tokio::time::timeout(Duration::from_secs(2), crate::upstream_check::check(u))
-            .await
-            .unwrap_or_else(|_| crate::upstream_check::Credentials::Unknown("no answer yet".into()));
-        first.push(found);
-    }
-    let initially_refused = crate::upstream_check::refusals(&first);
-    let status = if initially_refused.is_some() { ServingStatus::NotServing } else { ServingStatus::Serving };
-    reporter.set_service_status("", status).await;
-    for name in &spec.grpc_names {
-        reporter.set_service_status(*name, status).await;
-    }
-    if let Some(why) = &initially_refused {
-        tracing::error!(problem = %why, "an upstream refuses this service's token: health is NOT_SERVING until it accepts it");
-    }
+    let initially_refused = refused_upstreams(&spec.upstreams, Some(Duration::from_secs(2))).await;
+    log_refusals(None, &initially_refused);
+    set_health(&reporter, &spec.grpc_names, health_of(&initially_refused)).await;
     tracing::info!(services = ?spec.grpc_names, database = spec.db.target(), "serving");
     // Stopping: health says so at once, so a load balancer sends no new work during
     // the grace, while calls in flight finish. Until then, health follows whether the
@@ -181,15 +165,6 @@ pub async fn serve(
     let names = spec.grpc_names.clone();
     let upstreams = spec.upstreams;
     tokio::spawn(async move {
-        let set = |status: ServingStatus| {
-            let (reporter, names) = (reporter.clone(), names.clone());
-            async move {
-                reporter.set_service_status("", status).await;
-                for name in &names {
-                    reporter.set_service_status(*name, status).await;
-                }
-            }
-        };
         let checking = async {
             if upstreams.is_empty() {
                 return std::future::pending::<()>().await;
@@ -199,22 +174,10 @@ pub async fn serve(
             let mut refused = initially_refused;
             loop {
                 tokio::time::sleep(every).await;
-                let mut found = Vec::with_capacity(upstreams.len());
-                for u in &upstreams {
-                    found.push(crate::upstream_check::check(u).await);
-                }
-                let now = crate::upstream_check::refusals(&found);
+                let now = refused_upstreams(&upstreams, None).await;
                 if now != refused {
-                    match &now {
-                        Some(why) => {
-                            tracing::error!(problem = %why, "an upstream refuses this service's token: health is NOT_SERVING until it accepts it");
-                            set(ServingStatus::NotServing).await;
-                        }
-                        None => {
-                            tracing::info!("upstreams accept this service's token again: SERVING");
-                            set(ServingStatus::Serving).await;
-                        }
-                    }
+                    log_refusals(refused.as_deref(), &now);
+                    set_health(&reporter, &names, health_of(&now)).await;
                     refused = now;
                 }
             }
@@ -223,7 +186,7 @@ pub async fn serve(
             _ = health_stopping.wait() => {}
             _ = checking => {}
         }
-        set(ServingStatus::NotServing).await;
+        set_health(&reporter, &names, ServingStatus::NotServing).await;
     });
     let grace = options.shutdown_grace;
     tokio::select! {
@@ -236,6 +199,47 @@ pub async fn serve(
             server.abort();
             Ok(())
         }
+    }
+}
+
+/// Sets the whole server's and each of its services' health.
+async fn set_health(reporter: &tonic_health::server::HealthReporter, names: &[&'static str], status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for name in names {
+        reporter.set_service_status(*name, status).await;
+    }
+}
+
+/// What refuses this service's token now, each check within `each_within` if given
+/// (a check that takes longer counts as "no answer", not as a refusal).
+async fn refused_upstreams(
+    upstreams: &[crate::upstream_check::UpstreamCheck],
+    each_within: Option<Duration>,
+) -> Option<String> {
+    use crate::upstream_check::{Credentials, check, refusals};
+    let mut found = Vec::with_capacity(upstreams.len());
+    for u in upstreams {
+        found.push(match each_within {
+            Some(d) => tokio::time::timeout(d, check(u)).await.unwrap_or(Credentials::Unknown("no answer yet".into())),
+            None => check(u).await,
+        });
+    }
+    refusals(&found)
+}
+
+/// Health while `refused` holds: NOT_SERVING while an upstream refuses the token.
+fn health_of(refused: &Option<String>) -> ServingStatus {
+    if refused.is_some() { ServingStatus::NotServing } else { ServingStatus::Serving }
+}
+
+/// Logs a change of what refuses this service's token (from `before` to `now`).
+fn log_refusals(before: Option<&str>, now: &Option<String>) {
+    match now {
+        Some(why) => {
+            tracing::error!(problem = %why, "an upstream refuses this service's token: health is NOT_SERVING until it accepts it")
+        }
+        None if before.is_some() => tracing::info!("upstreams accept this service's token again: SERVING"),
+        None => {}
     }
 }
 

@@ -1078,7 +1078,7 @@ impl DieselStore {
             .write(move |conn| {
                 // Runs still marked running are few; owners of ended runs are never read.
                 let running: Vec<String> =
-                    sync_runs::table.filter(sync_runs::state.eq("running")).select(sync_runs::id).load(conn)?;
+                    sync_runs::table.filter(sync_runs::state.eq(crate::domain::run::RunState::Running.name())).select(sync_runs::id).load(conn)?;
                 let theirs: Vec<String> = run_owners::table
                     .filter(run_owners::run_id.eq_any(&running))
                     .filter(run_owners::owner.like(&prefix))
@@ -1087,8 +1087,8 @@ impl DieselStore {
                     .load(conn)?;
                 let n = diesel::update(sync_runs::table.filter(sync_runs::id.eq_any(&theirs)))
                     .set((
-                        sync_runs::state.eq("failed"),
-                        sync_runs::phase.eq("done"),
+                        sync_runs::state.eq(crate::domain::run::RunState::Failed.name()),
+                        sync_runs::phase.eq(crate::domain::run::Phase::Done.name()),
                         sync_runs::outcome.eq(
                             "interrupted: its replica stopped and restarted; queued changes are reconciled by a later run, \
                              a pull resumes from its stored cursor",
